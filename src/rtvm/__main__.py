@@ -1,0 +1,3 @@
+from rtvm.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""Conventions every rtvm command follows, in one place.
+
+- Bad input: one line on stderr, ``rtvm: error: <what is wrong>; <what is allowed>``, exit code 2.
+  Never a traceback for a user's mistake.
+- A run that fails: one line, exit code 1 (``RunFailed``).
+- Ctrl-C: one line, exit code 130, after the command's own cleanup has run.
+- ``--json``: exactly one JSON object on stdout (``emit_json``); progress and logs on stderr
+  (``console``).
+- Files under ``--out`` are written atomically (``atomic_write_*``): a temporary file in the same
+  directory, fsync, then rename, so an interrupted run never leaves half a file.
+- Results carry what is needed to re-make them (``result_envelope``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from rtvm import __version__
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+#: Progress, logs and human tables of --json runs go here, never to stdout.
+console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(click.ClickException):
+    """Bad input: the message names what is wrong and what is allowed. Exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class RunFailed(click.ClickException):
+    """The input was fine but the run failed (a tool crashed, a guest never answered). Exit 1."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+def fail_input(what: str, allowed: str) -> NoReturn:
+    """Raise the standard bad-input error: ``<what>; allowed: <allowed>``."""
+    raise UserError(f"{what}; allowed: {allowed}")
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line (errors are always one line)."""
+    return " ".join(str(text).split())
+
+
+class RtvmGroup(click.Group):
+    """A click group whose errors follow the conventions above."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:  # --help, --version
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C caught by click
+            print("rtvm: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:
+            print("rtvm: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.UsageError as exc:  # includes BadParameter, NoSuchOption, MissingParameter
+            msg = one_line(exc.format_message())
+            hint = ""
+            if exc.ctx is not None and exc.ctx.command_path:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            print(f"rtvm: error: {msg}{hint}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            print(f"rtvm: error: {one_line(exc.format_message())}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+        sys.exit(EXIT_OK)
+
+
+def command_epilog(*examples: str) -> str:
+    """The 'Example' block shown at the end of a command's --help."""
+    lines = "\n".join(f"  {e}" for e in examples)
+    return f"\b\nExamples:\n{lines}"
+
+
+# -- common options -------------------------------------------------------------------------
+def seed_option(f: F) -> F:
+    return click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=1,
+        show_default=True,
+        help="Random seed; one seed gives identical results.",
+    )(f)
+
+
+def quick_option(f: F) -> F:
+    return click.option("--quick", is_flag=True, help="Reduced length, for a first look.")(f)
+
+
+def out_option(f: F) -> F:
+    return click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Directory for results, data and plots (written atomically).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print exactly one JSON object on stdout; progress goes to stderr.",
+    )(f)
+
+
+def common_options(f: F) -> F:
+    """--seed, --quick, --out and --json, in that order in --help."""
+    return seed_option(quick_option(out_option(json_option(f))))
+
+
+# -- output ---------------------------------------------------------------------------------
+def emit_json(obj: Mapping[str, Any]) -> None:
+    """Print one JSON object on stdout, alone, and flush."""
+    sys.stdout.write(json.dumps(obj, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress_oserror():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+class _suppress_oserror:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        return exc_type is not None and issubclass(exc_type, OSError)
+
+
+def result_envelope(
+    experiment: str,
+    seed: int | None,
+    duration_s: float | None,
+    rows: list[dict[str, Any]],
+    published: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The result object of DESIGN.md section 7, with the rtvm version; callers add the scenario
+    and the cost profile's hash in ``extra`` so that any number can be re-made."""
+    env: dict[str, Any] = {
+        "experiment": experiment,
+        "seed": seed,
+        "duration_s": duration_s,
+        "rows": rows,
+        "published": published or [],
+        "rtvm_version": __version__,
+    }
+    env.update(extra)
+    return env
+
+
+def handles_interrupt(cleanup: Callable[[], None]) -> Callable[[F], F]:
+    """Run ``cleanup`` whatever happens (error, Ctrl-C) before the error reaches the user."""
+
+    def deco(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return f(*args, **kwargs)
+            finally:
+                cleanup()
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
