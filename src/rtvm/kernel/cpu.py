@@ -1,0 +1,274 @@
+"""One CPU: it executes one context at a time and accounts for every nanosecond.
+
+The context on top is the innermost hard-interrupt frame if any, else the current task, else
+idle. Covering a context (an interrupt arrives, a task is preempted) pauses its CPU-time request;
+uncovering it resumes the remainder. Busy + idle = elapsed, per CPU, by construction: every
+change of the top context first charges the time since the last change to the old top.
+
+Preemption points: a wakeup that should preempt sets ``need_resched``. It takes effect at once
+if the CPU is idle or its task is in the middle of a CPU-time request, at the next yield if the
+CPU is executing that task's code right now, and on the last interrupt exit if interrupt frames
+cover the task (interrupts are never preempted by tasks).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from rtvm.kernel.sched import RunQueue, cfs_slice
+from rtvm.kernel.task import BLOCK, DEAD, RUNNING, SLEEPING, Context, IrqFrame, Task
+
+if TYPE_CHECKING:
+    from rtvm.kernel.host import Kernel
+
+
+class Cpu:
+    """A logical CPU with its runqueue (struct rq) and per-CPU kernel state."""
+
+    def __init__(self, kernel: Kernel, cpu_id: int) -> None:
+        self.kernel = kernel
+        self.sim = kernel.sim
+        self.id = cpu_id
+        self.curr: Task | None = None
+        self.last_ran: Task | None = None
+        self.irq_stack: list[IrqFrame] = []
+        self.pending_irqs: deque[Any] = deque()  # raised while interrupts were off
+        self.rq = RunQueue()
+        self.need_resched = False
+        self.stepping: Context | None = None  # the context whose code runs right now
+        self.slice_ev = None
+        self.rt_time = 0  # RT throttling: RT runtime used in the current period
+        self.rt_throttled = False
+        # accounting
+        self.mark = self.sim.now
+        self.busy_ns = {"thread": 0, "hardirq": 0, "softirq": 0}
+        self.idle_ns = 0
+        self.by_name: dict[str, int] = {}
+        self.nr_switches = 0
+        self.nr_irqs = 0
+        # per-CPU kernel state attached by other modules (softirq, napi)
+        self.softirq: Any = None
+        self.softnet: Any = None
+
+    # -- accounting ------------------------------------------------------------------------
+    @property
+    def top(self) -> Context | None:
+        return self.irq_stack[-1] if self.irq_stack else self.curr
+
+    def account(self) -> None:
+        """Charge the time since the last mark to whatever was on top."""
+        now = self.sim.now
+        delta = now - self.mark
+        if delta <= 0:
+            return
+        top = self.irq_stack[-1] if self.irq_stack else self.curr
+        tracer = self.kernel.tracer
+        if top is None:
+            self.idle_ns += delta
+            if tracer is not None:
+                tracer.cpu_slice(self.id, "idle", "idle", self.mark, now)
+        else:
+            kind = top.account_as
+            self.busy_ns[kind] += delta
+            self.by_name[top.name] = self.by_name.get(top.name, 0) + delta
+            if top is self.curr:
+                self._charge_task(top, delta)
+            if tracer is not None:
+                tracer.cpu_slice(self.id, top.name, kind, self.mark, now)
+        self.mark = now
+
+    def _charge_task(self, t: Task, delta: int) -> None:
+        t.exec_ns += delta
+        if t.prio > 0:
+            if self.kernel.tunables.rt_throttle_ns is not None:
+                self.rt_time += delta
+        else:
+            t.vruntime += delta * 1024 // t.weight
+            rq = self.rq
+            lowest = min((c.vruntime for c in rq.cfs), default=t.vruntime)
+            rq.min_vruntime = max(rq.min_vruntime, min(lowest, t.vruntime))
+
+    @property
+    def busy_total_ns(self) -> int:
+        return sum(self.busy_ns.values())
+
+    # -- running contexts ------------------------------------------------------------------
+    def _start(self, ctx: Context) -> None:
+        """Let ``ctx`` (now on top) continue: resume its request or advance its code."""
+        if ctx.remaining > 0:
+            ctx.run_start = self.sim.now
+            ctx.run_ev = self.sim.after(ctx.remaining, self._request_done, ctx)
+        else:
+            self.step(ctx)
+
+    def _pause(self, ctx: Context | None) -> None:
+        """``ctx`` is being covered or switched out: keep the rest of its request for later."""
+        if ctx is not None and ctx.run_ev is not None:
+            self.sim.cancel(ctx.run_ev)
+            ctx.run_ev = None
+            ctx.remaining -= self.sim.now - ctx.run_start
+
+    def _request_done(self, ctx: Context) -> None:
+        ctx.run_ev = None
+        ctx.remaining = 0
+        self.step(ctx)
+
+    def step(self, ctx: Context, value: Any = None) -> None:
+        """Advance ``ctx``'s code until it asks for CPU time, blocks, or ends."""
+        code = ctx.code
+        while True:
+            self.stepping = ctx
+            try:
+                req = code.send(value)
+            except StopIteration:
+                self.stepping = None
+                self._exit(ctx)
+                return
+            finally:
+                self.stepping = None
+            value = None
+            if req.__class__ is int:
+                if req <= 0:
+                    continue
+                ctx.remaining = req
+                if self._should_yield_cpu(ctx):
+                    self._preempt_now()
+                    return
+                ctx.run_start = self.sim.now
+                ctx.run_ev = self.sim.after(req, self._request_done, ctx)
+                return
+            if req is BLOCK:
+                self._block(ctx)
+                return
+            raise TypeError(f"{ctx.name} yielded {req!r}: expected an int (ns) or BLOCK")
+
+    def _should_yield_cpu(self, ctx: Context) -> bool:
+        """At a preemption point: a pending interrupt or reschedule must run first?"""
+        if self.pending_irqs and not (isinstance(ctx, IrqFrame) and ctx.irqs_off):
+            return True
+        return self.need_resched and ctx is self.curr and not self.irq_stack
+
+    def _preempt_now(self) -> None:
+        if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
+            self._take_pending_irq()
+        elif self.need_resched and not self.irq_stack:
+            self.schedule()
+
+    def _block(self, ctx: Context) -> None:
+        if ctx is not self.curr:
+            raise RuntimeError(f"{ctx.name}: only a task can block (not an interrupt frame)")
+        t: Task = ctx  # type: ignore[assignment]
+        t.state = SLEEPING
+        self.schedule()
+
+    def _exit(self, ctx: Context) -> None:
+        if isinstance(ctx, IrqFrame):
+            self.account()
+            self.irq_stack.pop()
+            self.kernel.irq_exited(self, ctx)
+            if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
+                self._take_pending_irq()
+                return
+            if not self.irq_stack and self.need_resched:
+                self.schedule()
+                return
+            top = self.top
+            if top is not None:
+                self._start(top)
+            return
+        t: Task = ctx  # type: ignore[assignment]
+        t.state = DEAD
+        self.schedule()
+
+    # -- interrupts ------------------------------------------------------------------------
+    def raise_irq(self, frame_factory: Any) -> None:
+        """A device interrupt reaches this CPU. ``frame_factory()`` builds the IrqFrame."""
+        top = self.irq_stack[-1] if self.irq_stack else None
+        if (top is not None and top.irqs_off) or self.stepping is not None:
+            self.pending_irqs.append(frame_factory)
+            return
+        self._enter_irq(frame_factory)
+
+    def _take_pending_irq(self) -> None:
+        self._enter_irq(self.pending_irqs.popleft())
+
+    def _enter_irq(self, frame_factory: Any) -> None:
+        self.account()
+        self._pause(self.top)
+        frame: IrqFrame = frame_factory()
+        frame.cpu = self
+        self.irq_stack.append(frame)
+        self.nr_irqs += 1
+        self.step(frame)
+
+    # -- scheduling ------------------------------------------------------------------------
+    def resched(self) -> None:
+        """resched_curr(): switch as soon as this CPU reaches a preemption point."""
+        self.need_resched = True
+        if self.stepping is not None or self.irq_stack:
+            return  # at the next yield, or on the last irq exit
+        self.account()
+        self._pause(self.curr)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """__schedule(): put ``curr`` back if still runnable, pick the next task, switch."""
+        self.account()
+        k = self.kernel
+        self.need_resched = False
+        prev = self.curr
+        if prev is not None:
+            self._pause(prev)
+            if prev.state == RUNNING:
+                # A preempted RT task keeps its place at the head of its priority list.
+                self.rq.enqueue(prev, head=prev.prio > 0)
+        k.balance(self, prev)
+        nxt = self.rq.pick_next(rt_allowed=not self.rt_throttled)
+        self.curr = nxt
+        if self.slice_ev is not None:
+            self.sim.cancel(self.slice_ev)
+            self.slice_ev = None
+        if nxt is None:
+            self.last_ran = None  # the idle task runs: coming back from it is a switch
+            if k.tracer is not None and prev is not None:
+                k.tracer.sched_switch(self.id, prev, None, self.sim.now)
+            if self.pending_irqs:
+                self._take_pending_irq()
+            return
+        nxt.cpu = self
+        if nxt is not self.last_ran:
+            # The switch itself costs CPU time, charged to the incoming task as it runs first.
+            nxt.remaining += k.costs.context_switch
+            nxt.nr_switches += 1
+            self.nr_switches += 1
+            if k.tracer is not None:
+                k.tracer.sched_switch(self.id, prev, nxt, self.sim.now)
+        self.last_ran = nxt
+        if nxt.prio == 0 and self.rq.cfs:
+            self.slice_ev = self.sim.after(
+                cfs_slice(k.tunables, nxt, self.rq), self._slice_end, nxt
+            )
+        if self.pending_irqs:  # an interrupt raised while code ran here comes first
+            self._take_pending_irq()
+            return
+        self._start(nxt)
+
+    def _slice_end(self, t: Task) -> None:
+        self.slice_ev = None
+        if self.curr is t and self.rq.cfs:
+            self.resched()
+
+    def arm_slice(self) -> None:
+        """A CFS task was queued behind a running CFS task: start the latter's slice timer."""
+        curr = self.curr
+        if curr is not None and curr.prio == 0 and self.slice_ev is None:
+            delay = cfs_slice(self.kernel.tunables, curr, self.rq)
+            self.slice_ev = self.sim.after(delay, self._slice_end, curr)
+
+    def curr_prio(self) -> int:
+        """Priority of what runs here for preemption decisions: -1 idle, 0 CFS, 1..99 RT."""
+        return -1 if self.curr is None else self.curr.prio
+
+    def __repr__(self) -> str:
+        return f"<Cpu {self.id} curr={self.curr} irqs={len(self.irq_stack)} rq={len(self.rq)}>"

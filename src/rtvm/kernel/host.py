@@ -1,0 +1,310 @@
+"""The host kernel: CPUs, tasks, wakeups and load balancing, and the kernel generation.
+
+A ``Kernel`` knows nothing of RT methods: a method creates tasks, sets their policies and
+affinities, routes interrupts and switches mechanisms on (see rtvm.methods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rtvm.engine import Simulator
+from rtvm.kernel.cpu import Cpu
+from rtvm.kernel.profile import CostProfile, load_profile
+from rtvm.kernel.sched import SchedTunables, place_entity
+from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, Task
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What differs between kernel versions for the mechanisms modelled (DESIGN.md section 3,
+    kernel-facts.md section 2)."""
+
+    name: str
+    preempt_rt: bool
+    #: "vector": 4.1-rt per-CPU per-softirq locks; "bh": 5.13..6.17-rt per-CPU BH lock held
+    #: by any BH-disabled section; "none": vanilla, or 6.18-rt without the BH lock
+    softirq_lock: str
+    ksoftirqd_policy: str
+    ksoftirqd_prio: int
+    label: str
+
+
+GENERATIONS: dict[str, Generation] = {
+    g.name: g
+    for g in (
+        Generation("vanilla", False, "none", SCHED_OTHER, 0,
+                   "Linux 4.1, interrupt-first softirq on irq exit"),
+        Generation("4.1-rt", True, "vector", SCHED_FIFO, 1,
+                   "Linux 4.1-rt: per-CPU per-vector softirq locks, ksoftirqd FIFO 1"),
+        Generation("5.15-rt", True, "bh", SCHED_OTHER, 0,
+                   "Linux 5.15-rt: one per-CPU BH lock (prediction)"),
+        Generation("6.1-rt", True, "bh", SCHED_OTHER, 0,
+                   "Linux 6.1-rt: one per-CPU BH lock (prediction)"),
+        Generation("6.18-rt", True, "none", SCHED_OTHER, 0,
+                   "Linux 6.18-rt: no BH lock by default (prediction)"),
+    )
+}  # fmt: skip
+
+
+class Kernel:
+    """One host kernel on ``ncpus`` CPUs, driven by ``sim``."""
+
+    def __init__(
+        self,
+        sim: Simulator,
+        ncpus: int = 2,
+        generation: str = "4.1-rt",
+        costs: CostProfile | None = None,
+        tunables: SchedTunables | None = None,
+        hz: int = 1000,
+        tracer: Any = None,
+        net: Any = None,
+    ) -> None:
+        if generation not in GENERATIONS:
+            raise ValueError(f"kernel generation {generation!r}; allowed: {', '.join(GENERATIONS)}")
+        if ncpus < 1:
+            raise ValueError(f"ncpus {ncpus}: allowed >= 1")
+        self.sim = sim
+        self.gen = GENERATIONS[generation]
+        self.costs = costs if costs is not None else load_profile()
+        self.tunables = tunables or SchedTunables()
+        self.hz = hz
+        self.jiffy_ns = 1_000_000_000 // hz
+        self.tracer = tracer
+        self.tasks: list[Task] = []
+        self.drops: dict[str, int] = {}  # frames dropped, by reason
+        self.lock_stats: dict[str, tuple[int, int]] = {}  # task -> (lock waits, ns waited)
+        self.boosted_tasks: set[str] = set()  # tasks that were ever PI-boosted
+        self.cpus = [Cpu(self, i) for i in range(ncpus)]
+        self.all_cpus = frozenset(range(ncpus))
+        if self.tunables.rt_throttle_ns is not None:
+            self._arm_rt_period()
+        # Imported here: softirq needs Kernel's task API and Kernel needs per-CPU softirq state.
+        from rtvm.kernel import napi, softirq
+
+        softirq.setup(self)
+        self.net = napi.setup(self, net)
+
+    # -- tasks -----------------------------------------------------------------------------
+    def create_task(
+        self,
+        name: str,
+        code: Callable[[Task], Code],
+        policy: str = SCHED_OTHER,
+        rt_priority: int = 0,
+        allowed: set[int] | frozenset[int] | None = None,
+        nice: int = 0,
+        start: bool = True,
+    ) -> Task:
+        """kthread_create / clone: a task running ``code(task)``; woken at once if ``start``."""
+        t = Task(name, policy, rt_priority, allowed if allowed is not None else self.all_cpus, nice)
+        bad = set(t.allowed) - self.all_cpus
+        if bad or not t.allowed:
+            raise ValueError(
+                f"task {name}: affinity {sorted(t.allowed)} outside CPUs 0..{len(self.cpus) - 1}"
+            )
+        t.code = code(t)
+        t.cpu = self.cpus[min(t.allowed)]
+        self.tasks.append(t)
+        if self.tracer is not None:
+            self.tracer.task_created(t)
+        if start:
+            self.wake_up(t)
+        return t
+
+    def set_scheduler(self, t: Task, policy: str, rt_priority: int = 0) -> None:
+        """sched_setscheduler(): change policy and static priority (keeps PI boosts)."""
+        boost = t.prio - t.normal_prio
+        was_queued = self._dequeue_if_queued(t)
+        t.policy = policy
+        t.normal_prio = rt_priority if policy == SCHED_FIFO else 0
+        t.prio = max(t.normal_prio, t.normal_prio + boost if boost > 0 else t.normal_prio)
+        self._requeue_after_prio_change(t, was_queued)
+
+    # -- wakeups ---------------------------------------------------------------------------
+    def wake_up(self, t: Task, waker: Cpu | None = None) -> bool:
+        """try_to_wake_up(): make a sleeping task runnable on a CPU it may run on."""
+        if t.state != SLEEPING:
+            return False
+        t.state = RUNNING
+        t.nr_wakeups += 1
+        cpu = self.select_task_rq(t)
+        if cpu is not t.cpu:
+            t.nr_migrations += 1
+        t.cpu = cpu
+        if t.prio == 0:
+            place_entity(self.tunables, t, cpu.rq)
+        cpu.rq.enqueue(t)
+        if self.tracer is not None:
+            self.tracer.wakeup(t, cpu.id, self.sim.now)
+        self._check_preempt(cpu, t, waker)
+        return True
+
+    def select_task_rq(self, t: Task) -> Cpu:
+        """Wakeup placement: the previous CPU if it can run ``t`` now, else an idle allowed CPU,
+        else (RT) the allowed CPU running the lowest priority below ``t``'s (find_lowest_rq)."""
+        prev = t.cpu if t.cpu is not None and t.cpu.id in t.allowed else None
+        if prev is not None and prev.curr_prio() < 0 and not prev.rq.cfs and not prev.rq.rt_prios:
+            return prev
+        allowed = [c for c in self.cpus if c.id in t.allowed]
+        idle = [c for c in allowed if c.curr is None and len(c.rq) == 0]
+        if idle:
+            return idle[0]
+        if t.prio > 0:
+            if prev is not None and prev.curr_prio() < t.prio and prev.rq.best_prio() < t.prio:
+                return prev
+            lowest = min(allowed, key=lambda c: (c.curr_prio(), c.id))
+            if lowest.curr_prio() < t.prio:
+                return lowest
+        return prev if prev is not None else allowed[0]
+
+    def _check_preempt(self, cpu: Cpu, t: Task, waker: Cpu | None) -> None:
+        """check_preempt_curr(): does ``t`` preempt what runs on ``cpu``? Remote CPUs learn of
+        it through a reschedule IPI, which takes time."""
+        curr = cpu.curr
+        if curr is None or t.prio > curr.prio:
+            preempt = True
+        elif t.prio == 0 and curr.prio == 0:
+            preempt = curr.vruntime - t.vruntime > self.tunables.wakeup_granularity_ns
+            if not preempt:
+                cpu.arm_slice()
+        else:
+            preempt = False
+            if t.prio > 0:
+                self._push_rt(cpu, t)
+        if not preempt:
+            return
+        if waker is None or waker is cpu:
+            cpu.resched()
+        else:
+            self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, cpu)
+
+    # -- balancing -------------------------------------------------------------------------
+    def _push_rt(self, cpu: Cpu, t: Task) -> None:
+        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority."""
+        targets = [
+            c
+            for c in self.cpus
+            if c is not cpu
+            and c.id in t.allowed
+            and c.curr_prio() < t.prio
+            and c.rq.best_prio() < t.prio
+        ]
+        if not targets:
+            return
+        dest = min(targets, key=lambda c: (c.curr_prio(), c.id))
+        cpu.rq.dequeue(t)
+        t.cpu = dest
+        t.nr_migrations += 1
+        dest.rq.enqueue(t)
+        self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, dest)
+
+    def balance(self, cpu: Cpu, prev: Task | None) -> None:
+        """Before picking: pull_rt_task(), and idle balance for CFS."""
+        best_here = cpu.rq.best_prio()
+        for other in self.cpus:
+            if other is cpu:
+                continue
+            for t in other.rq.rt_tasks():
+                if cpu.id in t.allowed and t.prio > best_here:
+                    other.rq.dequeue(t)
+                    t.cpu = cpu
+                    t.nr_migrations += 1
+                    cpu.rq.enqueue(t)
+                    best_here = t.prio
+                    break
+        if best_here >= 0:
+            return
+        for other in self.cpus:  # idle balance: take a queued CFS task we may run
+            if other is cpu:
+                continue
+            for t in other.rq.cfs:
+                if cpu.id in t.allowed:
+                    other.rq.dequeue(t)
+                    t.vruntime += cpu.rq.min_vruntime - other.rq.min_vruntime
+                    t.cpu = cpu
+                    t.nr_migrations += 1
+                    cpu.rq.enqueue(t)
+                    return
+
+    # -- priorities (PI) -------------------------------------------------------------------
+    def set_effective_prio(self, t: Task, prio: int) -> None:
+        """rt_mutex_setprio(): change the effective priority, requeue, and re-check preemption."""
+        if prio == t.prio:
+            return
+        was_queued = self._dequeue_if_queued(t)
+        old = t.prio
+        t.prio = prio
+        if prio > t.normal_prio:
+            self.boosted_tasks.add(t.name)
+        if self.tracer is not None:
+            self.tracer.prio_change(t, old, prio, self.sim.now)
+        self._requeue_after_prio_change(t, was_queued)
+
+    def _dequeue_if_queued(self, t: Task) -> bool:
+        if t.state == RUNNING and t.cpu is not None and t is not t.cpu.curr and t in t.cpu.rq:
+            t.cpu.rq.dequeue(t)
+            return True
+        return False
+
+    def _requeue_after_prio_change(self, t: Task, was_queued: bool) -> None:
+        cpu = t.cpu
+        if was_queued:
+            cpu.rq.enqueue(t)
+            self._check_preempt(cpu, t, cpu)
+        elif t is cpu.curr and cpu.rq.best_prio() > t.prio:
+            cpu.resched()  # lowered below a queued task
+
+    # -- RT throttling ---------------------------------------------------------------------
+    def _arm_rt_period(self) -> None:
+        runtime, period = self.tunables.rt_throttle_ns  # type: ignore[misc]
+
+        def period_tick(_: Any) -> int:
+            for c in self.cpus:
+                c.account()
+                unthrottle = c.rt_throttled
+                c.rt_time = 0
+                c.rt_throttled = False
+                if unthrottle:
+                    c.resched()
+            return period
+
+        def check(_: Any) -> int:
+            for c in self.cpus:
+                c.account()
+                if not c.rt_throttled and c.rt_time >= runtime and c.rq.cfs:
+                    c.rt_throttled = True
+                    c.resched()
+            return self.jiffy_ns
+
+        self.sim.after(period, period_tick)
+        self.sim.after(self.jiffy_ns, check)
+
+    def count_drop(self, reason: str, pkt: Any) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + getattr(pkt, "npkts", 1)
+
+    # -- hooks -----------------------------------------------------------------------------
+    def irq_exited(self, cpu: Cpu, frame: Any) -> None:
+        """Called when an interrupt frame ends (tracing)."""
+
+    def utilisation(self) -> dict[str, Any]:
+        """Busy time per CPU and in total, in percent of elapsed time (DESIGN.md section 7)."""
+        for c in self.cpus:
+            c.account()
+        elapsed = self.sim.now
+        by_cpu = [100.0 * c.busy_total_ns / elapsed if elapsed else 0.0 for c in self.cpus]
+        return {"cpu_util_pct": sum(by_cpu) / len(by_cpu), "cpu_util_pct_by_cpu": by_cpu}
+
+
+def _ipi_resched(cpu: Cpu) -> None:
+    """The reschedule IPI arrives: preempt if what runs there is still lower than its best."""
+    curr = cpu.curr
+    best = cpu.rq.best_prio()
+    if curr is None or best > curr.prio:
+        if best >= 0:
+            cpu.resched()
+    elif best == 0 and curr.prio == 0:
+        cpu.resched()

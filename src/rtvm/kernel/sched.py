@@ -1,0 +1,126 @@
+"""The scheduler: per-CPU runqueues with the RT class (SCHED_FIFO 1..99) above CFS.
+
+What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
+- RT: a higher priority preempts at once; FIFO order within a priority; a preempted task goes
+  back to the *head* of its list, a woken one to the tail. Push/pull: a woken RT task that cannot
+  run on its CPU is pushed to an allowed CPU running something of lower priority
+  (find_lowest_rq), and a CPU about to run something of lower priority pulls a queued
+  higher-priority RT task it may run (pull_rt_task).
+- CFS: vruntime advances by delta * 1024 / weight; the smallest vruntime runs; a woken task
+  preempts the current CFS task if it is ahead by more than the wakeup granularity; a running
+  task is preempted after its slice (sched_latency / nr_running, at least min_granularity); a
+  woken sleeper is placed at min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS); an idle CPU
+  pulls a queued CFS task it may run (idle balance).
+- RT throttling (sched_rt_runtime_us / sched_rt_period_us), off unless the scenario sets it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from rtvm.kernel.task import Task
+
+MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SchedTunables:
+    """CFS and RT tunables. Defaults: 4.1 CFS on 8 logical CPUs (factor 1 + ilog2(8) = 4:
+    6 ms / 0.75 ms / 1 ms times 4; kernel-facts.md section 6)."""
+
+    sched_latency_ns: int = 24 * MS
+    min_granularity_ns: int = 3 * MS
+    wakeup_granularity_ns: int = 4 * MS
+    #: None: no RT throttling; else (runtime, period) in ns, e.g. (950 ms, 1000 ms)
+    rt_throttle_ns: tuple[int, int] | None = None
+
+
+class RunQueue:
+    """The runnable tasks of one CPU that are not running (struct rq, minus ``curr``)."""
+
+    __slots__ = ("cfs", "min_vruntime", "rt", "rt_prios")
+
+    def __init__(self) -> None:
+        self.rt: dict[int, deque[Task]] = {}
+        self.rt_prios: list[int] = []  # non-empty RT priorities, highest first
+        self.cfs: list[Task] = []
+        self.min_vruntime = 0
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.rt.values()) + len(self.cfs)
+
+    def enqueue(self, t: Task, head: bool = False) -> None:
+        if t.prio > 0:
+            q = self.rt.get(t.prio)
+            if q is None:
+                q = self.rt[t.prio] = deque()
+                self.rt_prios.append(t.prio)
+                self.rt_prios.sort(reverse=True)
+            if head:
+                q.appendleft(t)
+            else:
+                q.append(t)
+        else:
+            self.cfs.append(t)
+
+    def dequeue(self, t: Task) -> None:
+        q = self.rt.get(t.prio)
+        if q is not None and t in q:
+            q.remove(t)
+            if not q:
+                del self.rt[t.prio]
+                self.rt_prios.remove(t.prio)
+            return
+        self.cfs.remove(t)
+
+    def __contains__(self, t: Task) -> bool:
+        q = self.rt.get(t.prio)
+        return (q is not None and t in q) or t in self.cfs
+
+    def best_prio(self) -> int:
+        """Priority of the best queued task: RT prio, 0 for CFS, -1 when empty."""
+        if self.rt_prios:
+            return self.rt_prios[0]
+        return 0 if self.cfs else -1
+
+    def pick_next(self, rt_allowed: bool = True) -> Task | None:
+        """Remove and return the task to run next (highest RT, else smallest vruntime)."""
+        if self.rt_prios and rt_allowed:
+            prio = self.rt_prios[0]
+            q = self.rt[prio]
+            t = q.popleft()
+            if not q:
+                del self.rt[prio]
+                self.rt_prios.pop(0)
+            return t
+        if self.cfs:
+            t = min(self.cfs, key=_vruntime_key)
+            self.cfs.remove(t)
+            return t
+        return None
+
+    def rt_tasks(self) -> list[Task]:
+        return [t for p in self.rt_prios for t in self.rt[p]]
+
+    def cfs_weight(self) -> int:
+        return sum(t.weight for t in self.cfs)
+
+
+def _vruntime_key(t: Task) -> int:
+    return t.vruntime
+
+
+def cfs_slice(tun: SchedTunables, curr: Task, rq: RunQueue) -> int:
+    """sched_slice(): curr's share of sched_latency (stretched beyond sched_nr_latency = 8)."""
+    nr = len(rq.cfs) + 1
+    period = max(tun.sched_latency_ns, nr * tun.min_granularity_ns)
+    total = rq.cfs_weight() + curr.weight
+    return max(tun.min_granularity_ns, period * curr.weight // total)
+
+
+def place_entity(tun: SchedTunables, t: Task, rq: RunQueue) -> None:
+    """place_entity() for a waking task: sleeper credit of half a latency period."""
+    floor = rq.min_vruntime - tun.sched_latency_ns // 2
+    if t.vruntime < floor:
+        t.vruntime = floor

@@ -1,0 +1,196 @@
+"""A Perfetto-loadable trace (Chrome trace-event JSON) of a simulated run.
+
+One track per CPU with a slice per context run (task, hard IRQ, softirq, idle), sched_switch and
+wakeup instants, PI boosts as instants on the CPU track, lock waits as slices on a per-task
+"locks" track, and packet flows (arrows from the NIC through NAPI to delivery). Off by default:
+the kernel calls the tracer only when one is attached, so an untraced run pays nothing.
+Open the file at ui.perfetto.dev (or chrome://tracing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rtvm.cli_support import atomic_write_text
+
+HOST_PID = 1
+LOCKS_PID = 2
+
+
+def _us(ns: int) -> float:
+    return ns / 1000.0
+
+
+class ChromeTracer:
+    def __init__(self, max_events: int = 5_000_000) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.max_events = max_events
+        self.dropped = 0
+        self._cpus: set[int] = set()
+        self._lock_tids: dict[str, int] = {}
+        self._flow_started: set[int] = set()
+
+    def _emit(self, ev: dict[str, Any]) -> None:
+        if len(self.events) < self.max_events:
+            self.events.append(ev)
+        else:
+            self.dropped += 1
+
+    # -- kernel hooks ----------------------------------------------------------------------
+    def task_created(self, t: Any) -> None:
+        pass
+
+    def cpu_slice(self, cpu: int, name: str, kind: str, start: int, end: int) -> None:
+        self._cpus.add(cpu)
+        if kind == "idle":
+            return  # gaps are idle
+        self._emit(
+            {
+                "ph": "X",
+                "pid": HOST_PID,
+                "tid": cpu,
+                "name": name,
+                "cat": kind,
+                "ts": _us(start),
+                "dur": _us(end - start),
+            }
+        )
+
+    def sched_switch(self, cpu: int, prev: Any, nxt: Any, now: int) -> None:
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": HOST_PID,
+                "tid": cpu,
+                "ts": _us(now),
+                "name": "sched_switch",
+                "cat": "sched",
+                "args": {
+                    "prev": getattr(prev, "name", "idle"),
+                    "next": getattr(nxt, "name", "idle"),
+                },
+            }
+        )
+
+    def wakeup(self, t: Any, cpu: int, now: int) -> None:
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": HOST_PID,
+                "tid": cpu,
+                "ts": _us(now),
+                "name": f"wakeup {t.name}",
+                "cat": "sched",
+                "args": {"prio": t.prio},
+            }
+        )
+
+    def prio_change(self, t: Any, old: int, new: int, now: int) -> None:
+        cpu = t.cpu.id if t.cpu is not None else 0
+        what = "PI boost" if new > old else "PI unboost"
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": HOST_PID,
+                "tid": cpu,
+                "ts": _us(now),
+                "name": f"{what} {t.name} {old}->{new}",
+                "cat": "pi",
+            }
+        )
+
+    def lock_wait_begin(self, t: Any, lock: Any, now: int) -> None:
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": LOCKS_PID,
+                "tid": self._lock_tid(t.name),
+                "ts": _us(now),
+                "name": f"blocks on {lock.name}",
+                "cat": "lock",
+                "args": {"owner": lock.owner.name if lock.owner else None},
+            }
+        )
+
+    def lock_wait_end(self, t: Any, lock: Any, start: int, end: int) -> None:
+        self._emit(
+            {
+                "ph": "X",
+                "pid": LOCKS_PID,
+                "tid": self._lock_tid(t.name),
+                "ts": _us(start),
+                "dur": _us(end - start),
+                "name": f"wait {lock.name}",
+                "cat": "lock",
+            }
+        )
+
+    def flow(self, pkt: Any, step: str, cpu: int, now: int, last: bool = False) -> None:
+        """A packet's path: 's' at its first point, 't' after, 'f' at its last."""
+        if pkt.id not in self._flow_started:
+            self._flow_started.add(pkt.id)
+            ph = "s"
+        else:
+            ph = "f" if last else "t"
+        ev = {
+            "ph": ph,
+            "id": pkt.id,
+            "pid": HOST_PID,
+            "tid": cpu,
+            "ts": _us(now),
+            "name": f"{pkt.kind} packet",
+            "cat": "packet",
+            "bp": "e",
+        }
+        self._emit(ev)
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": HOST_PID,
+                "tid": cpu,
+                "ts": _us(now),
+                "name": f"{step} pkt {pkt.id}",
+                "cat": "packet",
+            }
+        )
+
+    def _lock_tid(self, name: str) -> int:
+        if name not in self._lock_tids:
+            self._lock_tids[name] = len(self._lock_tids) + 1
+        return self._lock_tids[name]
+
+    # -- output ----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        meta: list[dict[str, Any]] = [
+            {"ph": "M", "pid": HOST_PID, "name": "process_name", "args": {"name": "host CPUs"}},
+            {"ph": "M", "pid": LOCKS_PID, "name": "process_name", "args": {"name": "lock waits"}},
+        ]
+        meta += [
+            {
+                "ph": "M",
+                "pid": HOST_PID,
+                "tid": c,
+                "name": "thread_name",
+                "args": {"name": f"CPU {c}"},
+            }
+            for c in sorted(self._cpus)
+        ]
+        meta += [
+            {"ph": "M", "pid": LOCKS_PID, "tid": tid, "name": "thread_name", "args": {"name": name}}
+            for name, tid in self._lock_tids.items()
+        ]
+        return {
+            "traceEvents": meta + self.events,
+            "displayTimeUnit": "ns",
+            "otherData": {"dropped_events": self.dropped},
+        }
+
+    def write(self, path: str | Path) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_json()))
