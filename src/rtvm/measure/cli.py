@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from rtvm.cli_support import command_epilog, common_options, console, emit_json
-from rtvm.measure import results
+from rtvm.measure import probe, results
 
 
 @click.group(
@@ -175,4 +175,162 @@ def timer(
         ("target", "load", "preemption", "threads"),
         ("overflows",),
         "host timer latency (cyclictest), us",
+    )
+
+
+# -- rr ---------------------------------------------------------------------------------------
+def _party(sched_text: str | None, cpus_text: str | None, who: str) -> Any:
+    from rtvm.measure import sched
+    from rtvm.measure.rr import Party
+
+    return Party(
+        sched.parse_sched(sched_text, f"--{who}-sched") if sched_text else None,
+        sched.parse_cpus(cpus_text, f"--{who}-cpus"),
+    )
+
+
+def _schedule(interval: str, rate: float | None) -> Any:
+    from rtvm.cli_support import fail_input
+    from rtvm.measure.probe import Schedule
+
+    if rate is not None:
+        return Schedule(rate_hz=rate)
+    a, _, b = interval.partition(":")
+    try:
+        lo, hi = float(a), float(b or a)
+    except ValueError:
+        fail_input(
+            f"--interval {interval!r} is not LO:HI", "LO:HI in ms, 0.05 <= LO <= HI <= 10000"
+        )
+    if not 0.05 <= lo <= hi <= 10000:
+        fail_input(
+            f"--interval {interval!r} out of range", "LO:HI in ms, 0.05 <= LO <= HI <= 10000"
+        )
+    return Schedule(lo, hi)
+
+
+def rr_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by rr and vm-rr."""
+    opts = [
+        click.option(
+            "--driver",
+            "drivers",
+            type=click.Choice(["probe", "sockperf"]),
+            multiple=True,
+            help="Client/responder pair; repeat for one row each [probe].",
+        ),
+        click.option(
+            "--interval",
+            default="1:10",
+            show_default=True,
+            help="Random inter-arrival time, uniform in LO:HI ms (the paper's 1 to 10 ms).",
+        ),
+        click.option(
+            "--rate",
+            type=click.FloatRange(0.1, 20000),
+            default=None,
+            help="Fixed request rate per second instead of random inter-arrivals.",
+        ),
+        click.option(
+            "--size",
+            type=click.IntRange(probe.MIN_SIZE, probe.MAX_SIZE),
+            default=64,
+            show_default=True,
+            help="Request size in bytes.",
+        ),
+        click.option(
+            "--heavy",
+            type=click.IntRange(0, 16),
+            multiple=True,
+            help="Heavy receivers (iperf3 streams) beside the RT server; repeat for one "
+            "row each [0].",
+        ),
+    ]
+    for who in ("client", "server", "heavy"):
+        opts.append(
+            click.option(
+                f"--{who}-sched",
+                default=None,
+                metavar="POLICY[:PRIO]",
+                help=f"Scheduling of the {who} (chrt): other, fifo:PRIO, rr:PRIO, batch, idle.",
+            )
+        )
+        opts.append(
+            click.option(
+                f"--{who}-cpus",
+                default=None,
+                metavar="LIST",
+                help=f"CPUs of the {who} (taskset -c).",
+            )
+        )
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@measure.command(
+    epilog=command_epilog(
+        "rtvm measure rr --duration 10",
+        "rtvm measure rr --net netns --driver probe --driver sockperf --heavy 0 --heavy 2",
+        "rtvm measure rr --server-sched fifo:80 --server-cpus 1 --heavy 2 --heavy-cpus 1",
+    )
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(1, 86400),
+    default=None,
+    help="Seconds per row [10; --quick: 5].",
+)
+@click.option(
+    "--net",
+    type=click.Choice(["loopback", "netns"]),
+    default="loopback",
+    show_default=True,
+    help="Loopback, or namespaces rtvm creates (ip netns + veth; needs root).",
+)
+@rr_options
+@common_options
+def rr(
+    duration: int | None,
+    net: str,
+    drivers: tuple[str, ...],
+    interval: str,
+    rate: float | None,
+    size: int,
+    heavy: tuple[int, ...],
+    client_sched: str | None,
+    client_cpus: str | None,
+    server_sched: str | None,
+    server_cpus: str | None,
+    heavy_sched: str | None,
+    heavy_cpus: str | None,
+    seed: int,
+    quick: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Request/response latency over UDP on this host (rtvm's probe or sockperf ping-pong),
+    optionally with heavy receivers and per-party priorities and CPUs."""
+    from rtvm.measure.rr import EXPERIMENT, RrOptions, run_rr
+
+    opts = RrOptions(
+        drivers=drivers or ("probe",),
+        net=net,
+        duration_s=duration or (5 if quick else 10),
+        schedule=_schedule(interval, rate),
+        size=size,
+        heavy=heavy or (0,),
+        client=_party(client_sched, client_cpus, "client"),
+        server=_party(server_sched, server_cpus, "server"),
+        heavy_party=_party(heavy_sched, heavy_cpus, "heavy"),
+        seed=seed,
+    )
+    _finish(
+        EXPERIMENT,
+        out,
+        as_json,
+        lambda: run_rr(opts),
+        ("net", "driver", "heavy_receivers", "server_sched"),
+        ("lost", "heavy_gbps"),
+        "host request/response round trip (rtt), us",
     )

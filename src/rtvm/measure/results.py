@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
 from rtvm.cli_support import atomic_write_bytes, atomic_write_json, console
@@ -92,8 +93,10 @@ def print_table(
         t.add_column(head, justify="left" if c in label_cols else "right", overflow="fold")
     for r in rows:
         t.add_row(*[_fmt(r.get(c)) for c in cols])
-    # not a terminal (CI, pipes): rich would squeeze the table into 80 columns
-    console.print(t, width=max(console.width, 160))
+    if console.is_terminal:
+        console.print(t)
+    else:  # CI, pipes: rich would squeeze the table into 80 columns and fold every cell
+        Console(stderr=True, highlight=False, width=200).print(t)
 
 
 def _fmt(v: Any) -> str:
