@@ -147,7 +147,13 @@ class Cpu:
         """At a preemption point: a pending interrupt or reschedule must run first?"""
         if self.pending_irqs and not (isinstance(ctx, IrqFrame) and ctx.irqs_off):
             return True
-        return self.need_resched and ctx is self.curr and not self.irq_stack
+        return self.need_resched and ctx is self.curr and not self.irq_stack and self.preemptible()
+
+    def preemptible(self) -> bool:
+        """Can the current task be preempted now? Not inside a BH-disabled section on a
+        non-RT kernel: local_bh_disable raises preempt_count there."""
+        curr = self.curr
+        return curr is None or curr.bh_count == 0 or self.kernel.gen.preempt_rt
 
     def _preempt_now(self) -> None:
         if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
@@ -170,7 +176,7 @@ class Cpu:
             if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
                 self._take_pending_irq()
                 return
-            if not self.irq_stack and self.need_resched:
+            if not self.irq_stack and self.need_resched and self.preemptible():
                 self.schedule()
                 return
             top = self.top
@@ -206,8 +212,8 @@ class Cpu:
     def resched(self) -> None:
         """resched_curr(): switch as soon as this CPU reaches a preemption point."""
         self.need_resched = True
-        if self.stepping is not None or self.irq_stack:
-            return  # at the next yield, or on the last irq exit
+        if self.stepping is not None or self.irq_stack or not self.preemptible():
+            return  # at the next yield, on the last irq exit, or at local_bh_enable
         self.account()
         self._pause(self.curr)
         self.schedule()

@@ -154,7 +154,10 @@ def local_bh_enable(cpu: Cpu, t: Task, vec_hint: int = NET_RX) -> Code:
         t.softirqs_raised &= NET_RX_RT
         s.bh_lock.unlock(t)
     else:  # vanilla task context, or 6.18-rt
-        if s.pending & ~NET_RX_RT and not s.serving:
+        # in_interrupt(): per CPU on vanilla (preempt_count), per task on RT, where a
+        # preempted task inside softirq does not stop a higher one from serving softirqs.
+        busy_elsewhere = s.serving and not s.kernel.gen.preempt_rt
+        if s.pending & ~NET_RX_RT and not busy_elsewhere:
             t.bh_count += 1
             yield from do_softirq_loop(cpu, t, exclude=NET_RX_RT)
             t.bh_count -= 1

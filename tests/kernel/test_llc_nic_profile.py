@@ -1,0 +1,80 @@
+"""LLC eviction accounting, the wire and the window-limited sender, the cost profile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import MS, kernel
+
+from rtvm.kernel.llc import Llc
+from rtvm.kernel.nic import Packet, RxQueue, TcpSender, Wire
+from rtvm.kernel.profile import load_profile, parse_profile
+
+
+def test_llc_misses_grow_with_bytes_streamed_since_last_touch():
+    llc = Llc(8 << 20, 64, 65)
+    llc.register("rt", 256 * 1024)
+    assert llc.touch("rt") == 0  # nothing streamed: all resident
+    llc.stream(1 << 20)
+    small = llc.touch("rt")
+    llc.stream(32 << 20)
+    big = llc.touch("rt")
+    assert 0 < small < big
+    lines = 256 * 1024 // 64
+    assert big == round(lines * (1 - math.exp(-4))) * 65
+    o = llc.owners["rt"]
+    assert o.references == 3 * lines and 0 < o.miss_ratio < 1
+
+
+def test_wire_serialises_at_line_rate():
+    k = kernel()
+    wire = Wire(k, 10_000_000_000)
+    done = []
+    for _ in range(3):
+        wire.transmit(Packet("f", 1500), lambda p: done.append(k.sim.now))
+    k.sim.run()
+    per = (1500 + 38) * 8 // 10
+    assert done == [per, 2 * per, 3 * per]
+
+
+def test_tcp_sender_is_window_limited_and_resumes_on_ack():
+    k = kernel(generation="vanilla")
+    got = []
+    rxq = RxQueue(k, "eth1", 41, 0, lambda p, c, x: got.append(p))
+    sender = TcpSender(k, Wire(k, 10_000_000_000), rxq, "iperf", window_bytes=200_000)
+    sender.start()
+    k.sim.run(until=5 * MS)
+    assert sender.inflight <= 200_000
+    stalled = sender.sent_bytes
+    assert stalled <= 200_000  # nothing acked: the window closed
+    for p in got:
+        sender.ack(p.nbytes)
+    k.sim.run(until=10 * MS)
+    assert sender.sent_bytes > stalled
+
+
+def test_rx_ring_overflow_is_counted_as_a_drop():
+    k = kernel()
+    rxq = RxQueue(k, "eth1", 41, 0, lambda p, c, x: None, ring_size=64)
+    rxq.dma(Packet("f", 60 * 1500, "heavy", 60))
+    rxq.dma(Packet("f", 10 * 1500, "heavy", 10))
+    assert rxq.drops == 10 and k.drops == {"rx_ring_full": 10}
+
+
+def test_profile_values_all_have_sources_and_statuses():
+    p = load_profile()
+    assert p.entries
+    for key, c in p.entries.items():
+        assert c.source.strip(), key
+        assert c.status in ("sourced", "estimate", "fitted")
+    assert p.context_switch == p.entries["context_switch"].value
+    with pytest.raises(AttributeError):
+        _ = p.no_such_cost
+
+
+def test_profile_rejects_a_value_without_source():
+    with pytest.raises(ValueError, match="lacks 'source'"):
+        parse_profile('[costs.x]\nvalue = 1\nstatus = "sourced"\n')
+    with pytest.raises(ValueError, match="allowed: sourced"):
+        parse_profile('[costs.x]\nvalue = 1\nstatus = "guess"\nsource = "me"\n')

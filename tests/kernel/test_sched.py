@@ -1,0 +1,111 @@
+"""Scheduler mechanisms: FIFO preemption and order, CFS fairness, placement, push/pull."""
+
+from __future__ import annotations
+
+from helpers import MS, US, busy, kernel
+
+from rtvm.kernel import SCHED_FIFO, SCHED_OTHER
+
+
+def test_fifo_task_preempts_cfs_task_at_once():
+    k = kernel(switch_ns=0)
+    log = []
+    k.create_task("cfs", busy(1 * MS, log=log, sim=k.sim), SCHED_OTHER)
+    k.sim.after(
+        105 * US, lambda _: k.create_task("rt", busy(20 * US, log=log, sim=k.sim), SCHED_FIFO, 10)
+    )
+    k.sim.run()
+    rt_times = [t for t, n in log if n == "rt"]
+    # woken at 105 us, it runs at once: its two 10 us chunks end at 115 and 125 us
+    assert rt_times == [115 * US, 125 * US]
+    cfs_during = [t for t, n in log if n == "cfs" and 105 * US < t < 125 * US]
+    assert cfs_during == []
+
+
+def test_equal_fifo_priorities_run_in_fifo_order_without_preempting_each_other():
+    k = kernel(switch_ns=0)
+    log = []
+    for name in ("a", "b", "c"):
+        k.create_task(name, busy(30 * US, log=log, sim=k.sim), SCHED_FIFO, 20)
+    k.sim.run()
+    order = [n for _, n in log]
+    assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+
+
+def test_cfs_shares_a_cpu_fairly_between_two_busy_tasks_over_a_second():
+    k = kernel()
+    a = k.create_task("a", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER)
+    b = k.create_task("b", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER)
+    k.sim.run(until=1_000 * MS)
+    k.cpus[0].account()
+    share = a.exec_ns / (a.exec_ns + b.exec_ns)
+    assert 0.45 < share < 0.55
+    assert a.nr_switches > 10 and b.nr_switches > 10  # they alternated (slices), not run-to-end
+
+
+def test_cfs_nice_weights_the_share():
+    k = kernel()
+    a = k.create_task("a", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER, nice=0)
+    b = k.create_task("b", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER, nice=5)
+    k.sim.run(until=1_000 * MS)
+    k.cpus[0].account()
+    share = a.exec_ns / (a.exec_ns + b.exec_ns)
+    assert abs(share - 1024 / (1024 + 335)) < 0.05
+
+
+def test_wakeup_goes_to_an_idle_allowed_cpu():
+    k = kernel(ncpus=2, switch_ns=0)
+    k.create_task("hog", busy(1 * MS), SCHED_FIFO, 10, allowed={0, 1})
+    t = k.create_task("w", busy(10 * US), SCHED_OTHER, allowed={0, 1})
+    k.sim.run(until=5 * US)
+    assert t.cpu.id != k.tasks[-2].cpu.id
+
+
+def test_affinity_is_respected():
+    k = kernel(ncpus=2, switch_ns=0)
+    pinned = [k.create_task(f"p{i}", busy(200 * US), SCHED_OTHER, allowed={1}) for i in range(3)]
+    k.sim.run()
+    assert all(k.cpus[1].by_name.get(p.name, 0) > 0 for p in pinned)
+    assert all(k.cpus[0].by_name.get(p.name, 0) == 0 for p in pinned)
+
+
+def test_rt_push_moves_a_waking_rt_task_to_a_cpu_running_lower_priority():
+    k = kernel(ncpus=2, switch_ns=0)
+    k.create_task("high", busy(1 * MS), SCHED_FIFO, 50, allowed={0})
+    k.create_task("cfs", busy(1 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=10 * US)
+    mid = k.create_task("mid", busy(50 * US), SCHED_FIFO, 20, allowed={0, 1})
+    k.sim.run(until=100 * US)
+    assert k.cpus[1].by_name.get("mid", 0) > 0  # it ran beside "high", preempting the CFS task
+    assert mid.exec_ns >= 50 * US
+
+
+def test_rt_pull_when_a_cpu_drops_priority():
+    k = kernel(ncpus=2, switch_ns=0)
+    k.create_task("short", busy(20 * US), SCHED_FIFO, 60, allowed={1})
+    k.create_task("long0", busy(2 * MS), SCHED_FIFO, 60, allowed={0})
+    k.sim.run(until=5 * US)
+    # "waiter" may run on both CPUs; both are busy at 60 now, so it queues
+    waiter = k.create_task("waiter", busy(30 * US), SCHED_FIFO, 30, allowed={0, 1})
+    k.sim.run(until=200 * US)
+    assert k.cpus[1].by_name.get("waiter", 0) >= 30 * US  # pulled to CPU 1 when "short" ended
+    assert waiter.state == "X"
+
+
+def test_rt_throttling_leaves_cfs_its_share():
+    from rtvm.kernel.sched import SchedTunables
+
+    k = kernel(tunables=SchedTunables(rt_throttle_ns=(950 * MS, 1000 * MS)))
+    k.create_task("rt", busy(10_000 * MS, chunk_ns=100 * US), SCHED_FIFO, 50)
+    cfs = k.create_task("cfs", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER)
+    k.sim.run(until=2_000 * MS)
+    k.cpus[0].account()
+    assert 60 * MS < cfs.exec_ns < 140 * MS  # about 50 ms per second
+
+
+def test_without_throttling_a_busy_fifo_task_starves_cfs():
+    k = kernel()
+    k.create_task("rt", busy(10_000 * MS, chunk_ns=100 * US), SCHED_FIFO, 50)
+    cfs = k.create_task("cfs", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER)
+    k.sim.run(until=500 * MS)
+    assert cfs.exec_ns < 1 * MS
