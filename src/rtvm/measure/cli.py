@@ -334,3 +334,268 @@ def rr(
         ("lost", "heavy_gbps"),
         "host request/response round trip (rtt), us",
     )
+
+
+# -- guests -----------------------------------------------------------------------------------
+def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by vm-timer and vm-rr."""
+    opts = [
+        click.option(
+            "--guest-kernel",
+            "guest_kernels",
+            type=click.Choice(["stock", "rt"]),
+            multiple=True,
+            help="Guest kernel: stock (linux-image-amd64) or rt (linux-image-rt-amd64); "
+            "repeat for both [both; vm-rr --quick: stock].",
+        ),
+        click.option(
+            "--accel",
+            type=click.Choice(["auto", "kvm", "tcg"]),
+            default="auto",
+            show_default=True,
+            help="KVM where it works, else TCG with a warning (auto); or force one.",
+        ),
+        click.option(
+            "--qemu-sched",
+            "qemu_scheds",
+            multiple=True,
+            metavar="POLICY[:PRIO]",
+            help="Host-side policy of qemu's vCPU threads (main loop one priority above); "
+            "repeat for one row each [other, fifo:80; --quick: other].",
+        ),
+        click.option(
+            "--qemu-cpus", default=None, metavar="LIST", help="Host CPUs for the vCPU threads."
+        ),
+        click.option(
+            "--vcpus", type=click.IntRange(1, 64), default=1, show_default=True, help="Guest CPUs."
+        ),
+        click.option(
+            "--mem",
+            type=click.IntRange(128, 65536),
+            default=512,
+            show_default=True,
+            help="Guest memory in MiB.",
+        ),
+        click.option(
+            "--boot-timeout",
+            type=click.FloatRange(5, 3600),
+            default=90,
+            show_default=True,
+            help="Seconds the guest may take to boot (and to answer) before it is killed.",
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _qemu_scheds(values: tuple[str, ...], cpus: str | None, quick: bool) -> tuple[Any, ...]:
+    from rtvm.measure import sched
+    from rtvm.measure.guest.run import QemuSched
+
+    c = sched.parse_cpus(cpus, "--qemu-cpus")
+    vals = values or (("other",) if quick else ("other", "fifo:80"))
+    out = []
+    for v in vals:
+        s = sched.parse_sched(v, "--qemu-sched")
+        out.append(QemuSched(s if s.policy != "other" else None, c))
+    return tuple(out)
+
+
+@measure.command(
+    "vm-timer",
+    epilog=command_epilog(
+        "rtvm measure vm-timer --quick",
+        "rtvm measure vm-timer --guest-kernel rt --qemu-sched fifo:80 --qemu-cpus 1 --duration 30",
+        "rtvm measure vm-timer --load none --load stress-ng:kernel --json --out results/",
+    ),
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(1, 86400),
+    default=None,
+    help="Seconds of cyclictest in the guest [10; --quick: 5].",
+)
+@click.option(
+    "--interval",
+    type=click.IntRange(50, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Timer interval in us (guest cyclictest -i).",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(1, 99),
+    default=95,
+    show_default=True,
+    help="RT priority of cyclictest in the guest.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["fifo", "rr", "other"]),
+    default="fifo",
+    show_default=True,
+    help="Policy of cyclictest in the guest.",
+)
+@click.option(
+    "--histogram",
+    "histogram_us",
+    type=click.IntRange(10, 1_000_000),
+    default=10000,
+    show_default=True,
+    help="Histogram range in us.",
+)
+@click.option(
+    "--load",
+    "loads",
+    multiple=True,
+    metavar="SPEC",
+    help="Host load while the guest runs (as in 'timer'); repeat "
+    "[none, stress-ng:kernel; --quick: none].",
+)
+@guest_options
+@common_options
+def vm_timer(
+    duration: int | None,
+    interval: int,
+    priority: int,
+    policy: str,
+    histogram_us: int,
+    loads: tuple[str, ...],
+    guest_kernels: tuple[str, ...],
+    accel: str,
+    qemu_scheds: tuple[str, ...],
+    qemu_cpus: str | None,
+    vcpus: int,
+    mem: int,
+    boot_timeout: float,
+    seed: int,
+    quick: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Timer latency inside a real guest: boot a Debian kernel (stock or PREEMPT_RT) with qemu,
+    run cyclictest in it, read the results over the serial console. KVM where it works, TCG
+    (an emulator: the output says so) where not; every row names its accelerator."""
+    from rtvm.measure import cyclictest
+    from rtvm.measure.guest.run import GuestOptions, run_vm_timer
+
+    cfg = cyclictest.CyclictestConfig(
+        interval_us=interval,
+        priority=priority,
+        policy=policy,
+        duration_s=duration or (5 if quick else 10),
+        histogram_us=histogram_us,
+    )
+    opts = GuestOptions(
+        kernels=guest_kernels or ("stock", "rt"),
+        accel=accel,
+        vcpus=vcpus,
+        mem_mb=mem,
+        qemu=_qemu_scheds(qemu_scheds, qemu_cpus, quick),
+        loads=tuple(_loads(loads, ("none",) if quick else ("none", "stress-ng:kernel"))),
+        boot_timeout_s=boot_timeout,
+        seed=seed,
+    )
+    _finish(
+        "measure-vm-timer",
+        out,
+        as_json,
+        lambda: run_vm_timer(opts, cfg),
+        ("guest_kernel", "accelerator", "load", "qemu_sched"),
+        ("overflows", "wall_s"),
+        "guest timer latency (cyclictest in the guest), us",
+    )
+
+
+@measure.command(
+    "vm-rr",
+    epilog=command_epilog(
+        "rtvm measure vm-rr --quick",
+        "rtvm measure vm-rr --guest-kernel rt --driver probe --driver sockperf --heavy 0 --heavy 2",
+        "rtvm measure vm-rr --net user --qemu-sched fifo:80 --server-sched fifo:90",
+    ),
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(1, 86400),
+    default=None,
+    help="Seconds per row [10; --quick: 5].",
+)
+@click.option(
+    "--net",
+    type=click.Choice(["auto", "tap", "user"]),
+    default="auto",
+    show_default=True,
+    help="tap: a tap device in a namespace rtvm creates (root); user: qemu user-mode "
+    "networking with hostfwd on loopback; auto: tap when root.",
+)
+@rr_options
+@guest_options
+@common_options
+def vm_rr(
+    duration: int | None,
+    net: str,
+    drivers: tuple[str, ...],
+    interval: str,
+    rate: float | None,
+    size: int,
+    heavy: tuple[int, ...],
+    client_sched: str | None,
+    client_cpus: str | None,
+    server_sched: str | None,
+    server_cpus: str | None,
+    heavy_sched: str | None,
+    heavy_cpus: str | None,
+    guest_kernels: tuple[str, ...],
+    accel: str,
+    qemu_scheds: tuple[str, ...],
+    qemu_cpus: str | None,
+    vcpus: int,
+    mem: int,
+    boot_timeout: float,
+    seed: int,
+    quick: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Request/response latency into a real guest: sockperf server inside, the probe (or
+    sockperf ping-pong) on the host side, over a tap device or qemu user networking.
+    --server-sched applies inside the guest (chrt); --server-cpus is not used there."""
+    import os
+
+    from rtvm.measure.guest.run import GuestOptions, run_vm_rr
+    from rtvm.measure.rr import RrOptions
+
+    if net == "auto":
+        net = "tap" if os.geteuid() == 0 and Path("/dev/net/tun").exists() else "user"
+    rr = RrOptions(
+        drivers=drivers or ("probe",),
+        net=net,
+        duration_s=duration or (5 if quick else 10),
+        schedule=_schedule(interval, rate),
+        size=size,
+        heavy=heavy or (0,),
+        client=_party(client_sched, client_cpus, "client"),
+        server=_party(server_sched, server_cpus, "server"),
+        heavy_party=_party(heavy_sched, heavy_cpus, "heavy"),
+        seed=seed,
+    )
+    opts = GuestOptions(
+        kernels=guest_kernels or (("stock",) if quick else ("stock", "rt")),
+        accel=accel,
+        vcpus=vcpus,
+        mem_mb=mem,
+        qemu=_qemu_scheds(qemu_scheds, qemu_cpus, quick),
+        boot_timeout_s=boot_timeout,
+        seed=seed,
+    )
+    _finish(
+        "measure-vm-rr",
+        out,
+        as_json,
+        lambda: run_vm_rr(opts, rr, net),
+        ("guest_kernel", "accelerator", "net", "driver", "heavy_receivers", "qemu_sched"),
+        ("lost", "heavy_gbps"),
+        "guest request/response round trip (rtt), us",
+    )

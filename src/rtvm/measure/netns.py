@@ -88,7 +88,7 @@ def create(tag: str) -> str:
     return name
 
 
-def _next_subnet() -> tuple[str, str]:
+def next_subnet() -> tuple[str, str]:
     with _lock:
         n = _counter[0]
         _counter[0] += 1
@@ -105,7 +105,7 @@ def link(a: str | None, b: str | None) -> Link:
         n = _counter[0]
     tag = f"{os.getpid() % 100000}{n:02d}"[-8:]
     if_a, if_b = f"rva{tag}", f"rvb{tag}"
-    addr_a, addr_b = _next_subnet()
+    addr_a, addr_b = next_subnet()
     if a is None:
         _ip("link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", b or "1")
     else:
