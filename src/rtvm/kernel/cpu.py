@@ -100,7 +100,9 @@ class Cpu:
             ctx.run_start = self.sim.now
             ctx.run_ev = self.sim.after(ctx.remaining, self._request_done, ctx)
         else:
-            self.step(ctx)
+            value = ctx.resume_value
+            ctx.resume_value = None
+            self.step(ctx, value)
 
     def _pause(self, ctx: Context | None) -> None:
         """``ctx`` is being covered or switched out: keep the rest of its request for later."""
@@ -112,7 +114,10 @@ class Cpu:
     def _request_done(self, ctx: Context) -> None:
         ctx.run_ev = None
         ctx.remaining = 0
-        self.step(ctx)
+        value = ctx.resume_value
+        if value is not None:
+            ctx.resume_value = None
+        self.step(ctx, value)
 
     def step(self, ctx: Context, value: Any = None) -> None:
         """Advance ``ctx``'s code until it asks for CPU time, blocks, or ends."""
@@ -160,6 +165,28 @@ class Cpu:
             self._take_pending_irq()
         elif self.need_resched and not self.irq_stack:
             self.schedule()
+
+    def cut_short(self, t: Task) -> bool:
+        """End ``t``'s current CPU-time request now; its code resumes at once (if it is on this
+        CPU's top) or when next scheduled, receiving the nanoseconds it did not run.
+
+        This is how an event reaches code that is busy: a kick ends a vCPU's guest run (VM
+        exit), an interrupt ends a halt-polling loop. Returns False if ``t`` has no request
+        in progress.
+        """
+        if t.remaining <= 0 or self.stepping is t or t.resume_value is not None:
+            return False
+        if t.run_ev is not None:  # running right now
+            self.account()
+            self._pause(t)
+            left = t.remaining
+            t.remaining = 0
+            self.step(t, left)
+            return True
+        # preempted or covered: the code gets the leftover when it next runs
+        t.resume_value = t.remaining
+        t.remaining = 0
+        return True
 
     def _block(self, ctx: Context) -> None:
         if ctx is not self.curr:

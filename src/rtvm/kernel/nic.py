@@ -30,7 +30,7 @@ WIRE_OVERHEAD_BYTES = 38
 class Packet:
     """One frame, or a batch of ``npkts`` frames of one flow (heavy traffic)."""
 
-    __slots__ = ("flow", "id", "kind", "nbytes", "npkts", "payload", "stamps")
+    __slots__ = ("flow", "id", "kind", "nbytes", "npkts", "payload", "payload_request", "stamps")
 
     def __init__(
         self,
@@ -48,6 +48,7 @@ class Packet:
         self.kind = kind
         self.payload = payload
         self.stamps: dict[str, int] = {}
+        self.payload_request: Packet | None = None  # a response's request (probes)
 
     def split(self, n: int) -> Packet:
         """Take the first ``n`` frames off this batch as a new Packet."""

@@ -37,7 +37,16 @@ NICE_0_LOAD = 1024
 class Context:
     """Something a CPU executes: a task, or a hard-interrupt frame pushed on top of one."""
 
-    __slots__ = ("account_as", "code", "cpu", "name", "remaining", "run_ev", "run_start")
+    __slots__ = (
+        "account_as",
+        "code",
+        "cpu",
+        "name",
+        "remaining",
+        "resume_value",
+        "run_ev",
+        "run_start",
+    )
 
     def __init__(self, name: str, code: Code | None, account_as: str) -> None:
         self.name = name
@@ -47,6 +56,8 @@ class Context:
         #: ns of the current CPU-time request still to run (0: the code must be advanced)
         self.remaining = 0
         self.run_ev = None  # the engine event that completes the current request
+        #: what the code receives when the current request completes (Cpu.cut_short's leftover)
+        self.resume_value: int | None = None
         self.run_start = 0
         self.cpu = None
 

@@ -1,0 +1,235 @@
+"""A small guest kernel inside each VM: guest threads and their scheduler, the virtio-net
+driver with its RX NAPI (weight 64), UDP sockets with the copy to the user buffer, and the TX
+path (sendto, virtqueue_add, kick).
+
+Guest threads are generators like host kernel code: they yield an ``int`` (CPU time, on the
+vCPU) or ``GUEST_BLOCK`` (sleep until ``GuestKernel.wake``). Each is pinned to one vCPU; the
+highest priority runnable one runs (FIFO priorities 1..99 above normal ones, FIFO order).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rtvm.kernel.napi import NAPI_POLL_WEIGHT
+from rtvm.kernel.task import Code
+from rtvm.virt.vhost import copy_ns
+from rtvm.virt.virtio import Virtqueue
+
+if TYPE_CHECKING:
+    from rtvm.kernel.nic import Packet
+    from rtvm.virt.vcpu import Vcpu
+    from rtvm.virt.vm import Vm
+
+GUEST_BLOCK = object()
+
+
+class GuestThread:
+    __slots__ = (
+        "blocked",
+        "code",
+        "done",
+        "leftover",
+        "name",
+        "prio",
+        "resume",
+        "vcpu",
+        "wake_pending",
+    )
+
+    def __init__(self, name: str, vcpu: Vcpu, prio: int = 0) -> None:
+        self.name = name
+        self.vcpu = vcpu
+        self.prio = prio
+        self.code: Any = None
+        self.blocked = False
+        self.done = False
+        self.leftover = 0  # ns of a chunk cut short by a guest interrupt
+        self.resume: Any = None  # value sent into the code when it next runs
+        #: woken while still running (between "I wait" and GUEST_BLOCK): the next GUEST_BLOCK
+        #: returns at once, as set_current_state() before the check does in a real kernel
+        self.wake_pending = False
+
+    def __repr__(self) -> str:
+        return f"<GuestThread {self.name} prio={self.prio} blocked={self.blocked}>"
+
+
+class GuestSocket:
+    """A UDP socket's receive queue in the guest kernel (virtio path)."""
+
+    def __init__(self, guest: GuestKernel, name: str) -> None:
+        self.guest = guest
+        self.name = name
+        self.queue: deque[Packet] = deque()
+        self.waiter: GuestThread | None = None
+
+    def deliver(self, pkt: Packet) -> None:
+        self.queue.append(pkt)
+        if self.waiter is not None:
+            self.guest.wake(self.waiter)
+
+    def recvfrom(self, gt: GuestThread) -> Code:
+        """recvfrom(): sleep until a datagram is queued, then copy it to the user buffer."""
+        k = self.guest.vm.kernel
+        yield k.costs.syscall
+        while not self.queue:
+            self.waiter = gt
+            yield GUEST_BLOCK
+        self.waiter = None
+        pkt = self.queue.popleft()
+        pkt.stamps.setdefault("guest_recv", k.sim.now)
+        yield self.guest.copy_to_user(pkt.nbytes)
+        return pkt
+
+
+class GuestKernel:
+    def __init__(self, vm: Vm, preempt_rt: bool = False) -> None:
+        self.vm = vm
+        self.preempt_rt = preempt_rt
+        self.threads: list[GuestThread] = []
+        self.napi_pending: dict[int, deque[Callable[[Vcpu], Code]]] = {}
+        #: extra idle-loop work (socket outsourcing's extended idle loop), per vCPU
+        self.idle_hooks: list[Callable[[Vcpu], Code | None]] = []
+        self.user_copies = 0
+        self.user_copy_bytes = 0
+
+    # -- threads ------------------------------------------------------------------------------
+    def spawn(
+        self, name: str, vcpu: Vcpu, code: Callable[[GuestThread], Code], prio: int = 0
+    ) -> GuestThread:
+        gt = GuestThread(name, vcpu, prio)
+        gt.code = code(gt)
+        self.threads.append(gt)
+        vcpu.notify()
+        return gt
+
+    def wake(self, gt: GuestThread, waker: Any = None) -> None:
+        if gt.blocked:
+            gt.blocked = False
+            gt.vcpu.notify(waker)
+        else:
+            gt.wake_pending = True
+
+    def pick(self, vcpu: Vcpu) -> GuestThread | None:
+        best = None
+        for gt in self.threads:
+            if (
+                gt.vcpu is vcpu
+                and not gt.blocked
+                and not gt.done
+                and (best is None or gt.prio > best.prio)
+            ):
+                best = gt
+        return best
+
+    def has_work(self, vcpu: Vcpu) -> bool:
+        if self.napi_pending.get(vcpu.index) or (self.idle_hooks and self.vm.events):
+            return True
+        return self.pick(vcpu) is not None
+
+    # -- softirq (guest NAPI) -----------------------------------------------------------------
+    def raise_napi(self, vcpu: Vcpu, poll: Callable[[Vcpu], Code]) -> None:
+        q = self.napi_pending.setdefault(vcpu.index, deque())
+        if poll not in q:
+            q.append(poll)
+
+    def softirq_work(self, vcpu: Vcpu) -> Code | None:
+        q = self.napi_pending.get(vcpu.index)
+        if not q:
+            return None
+        return q.popleft()(vcpu)
+
+    def idle_work(self, vcpu: Vcpu) -> Code | None:
+        for hook in self.idle_hooks:
+            work = hook(vcpu)
+            if work is not None:
+                return work
+        return None
+
+    # -- copies -------------------------------------------------------------------------------
+    def copy_to_user(self, nbytes: int) -> int:
+        """The guest kernel copies into the user buffer: cost (ns), through the LLC."""
+        self.user_copies += 1
+        self.user_copy_bytes += nbytes
+        if self.vm.llc is not None:
+            self.vm.llc.stream(nbytes)
+        return copy_ns(self.vm.kernel, nbytes)
+
+
+class GuestVirtioNet:
+    """The guest's virtio-net driver for one device: RX NAPI and TX."""
+
+    def __init__(
+        self,
+        guest: GuestKernel,
+        vcpu: Vcpu,
+        rxvq: Virtqueue,
+        txvq: Virtqueue,
+        demux: Callable[[Packet], GuestSocket | None],
+    ) -> None:
+        self.guest = guest
+        self.vcpu = vcpu  # the vCPU that takes this device's interrupts
+        self.rxvq = rxvq
+        self.txvq = txvq
+        self.demux = demux
+        self.kick_host: Callable[[Any], None] = lambda waker: None
+        self.rx_frames = 0
+        self.napi_polls = 0
+        self.on_consumed: Callable[[Packet], None] | None = None
+        while rxvq.add_buf(None, 1):  # try_fill_recv: the RX ring starts full
+            pass
+        rxvq.enable_cb()
+
+    def rx_interrupt(self, vcpu: Vcpu) -> Code:
+        """vring_interrupt -> skb_recv_done: schedule NAPI, callbacks off while polling."""
+        yield self.guest.vm.kernel.costs.guest_irq
+        self.rxvq.disable_cb()
+        self.guest.raise_napi(vcpu, self.poll)
+
+    def poll(self, vcpu: Vcpu) -> Code:
+        """virtnet_poll(): up to 64 frames, refill, complete and re-enable callbacks."""
+        k = self.guest.vm.kernel
+        self.napi_polls += 1
+        done = 0
+        while done < NAPI_POLL_WEIGHT:
+            got = self.rxvq.get_used()
+            if got is None:
+                break
+            nbufs, pkt = got
+            yield nbufs * k.costs.guest_rx_per_packet
+            pkt.stamps.setdefault("guest_napi", k.sim.now)
+            done += nbufs
+            self.rx_frames += nbufs
+            for _ in range(nbufs):
+                self.rxvq.add_buf(None, 1)  # refill
+            sock = self.demux(pkt)
+            if sock is not None:
+                sock.deliver(pkt)
+            elif self.on_consumed is not None:
+                self.on_consumed(pkt)
+        if done < NAPI_POLL_WEIGHT:
+            if not self.rxvq.enable_cb():  # used buffers raced in: poll again
+                self.rxvq.disable_cb()
+                self.guest.raise_napi(vcpu, self.poll)
+        else:
+            self.guest.raise_napi(vcpu, self.poll)
+        if self.rxvq.kick_prepare():  # refilled buffers: tell vhost if it waits for them
+            yield from vcpu.exit_and_enter("ioeventfd")
+            self.kick_host(vcpu.task.cpu)
+
+    def sendto(self, pkt: Packet, vcpu: Vcpu) -> Code:
+        """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit)."""
+        k = self.guest.vm.kernel
+        yield k.costs.syscall + k.costs.guest_tx_per_packet
+        while not self.txvq.add_buf(pkt, pkt.npkts):
+            yield 1_000  # ring full: the real driver stops the queue; retry later
+        # The host has the frame from here: at the kick's VM exit, or now if vhost is
+        # running and the kick is suppressed (EVENT_IDX).
+        pkt.stamps.setdefault("vm_exit", k.sim.now)
+        if self.txvq.kick_prepare():
+            vcpu._exit("ioeventfd")
+            self.kick_host(vcpu.task.cpu)
+            yield k.costs.vm_exit_entry
+            vcpu._enter()

@@ -1,0 +1,217 @@
+"""vCPU threads: a host task that runs guest code (KVM_RUN), with VM exits and entries, HLT with
+optional halt polling, and interrupt injection (virt/kvm/kvm_main.c; kernel-facts.md section 5).
+
+The vCPU task's code is the KVM_RUN loop: enter the guest; run guest interrupt handlers, guest
+softirqs and guest threads (the guest kernel's choices, guest.py) in chunks of CPU time; when
+the guest has nothing to do it executes HLT: VM exit, optional halt polling (busy, only while
+this is the only runnable task on the CPU, ended early by an interrupt), then the task blocks
+(kvm_vcpu_block) until an interrupt is injected, and enters again.
+
+Injection (kvm_vcpu_kick): a halted vCPU is woken (kvm_vcpu_wake_up); a polling one stops
+polling; one running guest code is kicked out (IPI, VM exit) and takes the interrupt on the
+next entry, a guest thread's chunk being preempted exactly (Cpu.cut_short); a preempted vCPU
+task takes it when it next runs. Guest interrupt and softirq code itself is not cut (the guest
+runs it with interrupts off or in a bottom half); a kick meanwhile costs its exit at the next
+boundary.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rtvm.kernel.task import BLOCK, RUNNING, SLEEPING, Code, Task
+
+if TYPE_CHECKING:
+    from rtvm.virt.guest import GuestThread
+    from rtvm.virt.vm import Vm
+
+#: a guest interrupt handler: guest kernel code run on the vCPU when the vector is delivered
+GuestIrq = Callable[["Vcpu"], Code]
+
+
+class HaltPolling:
+    """KVM's adaptive halt polling: per-vCPU halt_poll_ns within a global ceiling."""
+
+    def __init__(
+        self, max_ns: int = 0, grow: int = 2, grow_start_ns: int = 10_000, shrink: int = 0
+    ) -> None:
+        self.max_ns = max_ns
+        self.grow = grow
+        self.grow_start_ns = grow_start_ns
+        self.shrink = shrink
+        self.poll_ns = 0
+
+    def update(self, block_ns: int, polled_ok: bool) -> None:
+        """Grow when a poll failed but the block was short; shrink when the block was long."""
+        if self.max_ns <= 0:
+            return
+        if polled_ok:
+            return
+        if block_ns <= self.max_ns:
+            grown = self.poll_ns * self.grow if self.poll_ns else self.grow_start_ns
+            self.poll_ns = min(self.max_ns, grown)
+        else:
+            self.poll_ns = self.poll_ns // self.shrink if self.shrink else 0
+            if self.poll_ns < self.grow_start_ns:
+                self.poll_ns = 0
+
+
+class Vcpu:
+    def __init__(
+        self,
+        vm: Vm,
+        index: int,
+        policy: str,
+        prio: int,
+        allowed: set[int] | frozenset[int] | None,
+        halt_poll: HaltPolling,
+    ) -> None:
+        self.vm = vm
+        self.index = index
+        self.kernel = vm.kernel
+        self.name = f"{vm.name}/vcpu{index}"
+        self.pending_irqs: deque[GuestIrq] = deque()
+        self.halt_poll = halt_poll
+        self.in_guest = False
+        self.halted = False
+        self.polling = False
+        self.running_thread: GuestThread | None = None
+        self.kick_exit_pending = False
+        # counters
+        self.exits = 0
+        self.halts = 0
+        self.polls_ok = 0
+        self.kicks = 0
+        self.injections = 0
+        self.task: Task = self.kernel.create_task(
+            f"CPU {index}/KVM ({vm.name})", self._kvm_run, policy, prio, allowed
+        )
+
+    # -- injection --------------------------------------------------------------------------
+    def inject(self, handler: GuestIrq, waker: Any = None) -> None:
+        """kvm_set_irq -> kvm_vcpu_kick: deliver a guest interrupt."""
+        self.injections += 1
+        self.pending_irqs.append(handler)
+        self.notify(waker)
+
+    def notify(self, waker: Any = None) -> None:
+        """Make the vCPU look at its guest again: wake it, end its poll, or kick it out."""
+        t = self.task
+        if t.cpu is not None and t.cpu.stepping is t:
+            return  # the vCPU's own code made the work: its loop sees it next, no exit
+        if t.state == SLEEPING:
+            self.kernel.wake_up(t, waker=waker)
+        elif self.polling:
+            t.cpu.cut_short(t)
+        elif self.in_guest and t.state == RUNNING:
+            self.kicks += 1
+            if self.running_thread is not None:
+                t.cpu.cut_short(t)  # the chunk ends now: VM exit on the IPI
+            else:
+                self.kick_exit_pending = True
+
+    # -- the KVM_RUN loop -------------------------------------------------------------------
+    def _kvm_run(self, t: Task) -> Code:
+        c = self.kernel.costs
+        guest = self.vm.guest
+        yield c.vm_exit_entry // 2
+        self._enter()
+        while True:
+            if self.kick_exit_pending:
+                self.kick_exit_pending = False
+                yield from self.exit_and_enter("kick")
+            if self.pending_irqs:
+                yield from self.pending_irqs.popleft()(self)
+                continue
+            work = guest.softirq_work(self)
+            if work is not None:
+                yield from work
+                continue
+            gt = guest.pick(self)
+            if gt is not None:
+                yield from self._run_thread(gt)
+                continue
+            idle = guest.idle_work(self)
+            if idle is not None:
+                yield from idle
+                continue
+            yield from self._halt()
+
+    def _run_thread(self, gt: GuestThread) -> Code:
+        from rtvm.virt.guest import GUEST_BLOCK
+
+        if gt.leftover:
+            req, gt.leftover = gt.leftover, 0
+        else:
+            try:
+                req = gt.code.send(gt.resume)
+            except StopIteration:
+                gt.done = True
+                return
+            gt.resume = None
+            if req is GUEST_BLOCK:
+                if gt.wake_pending:  # the wakeup came first: do not sleep
+                    gt.wake_pending = False
+                else:
+                    gt.blocked = True
+                return
+            if req.__class__ is not int:
+                raise TypeError(f"guest thread {gt.name} yielded {req!r}")
+            if req <= 0:
+                return
+        self.running_thread = gt
+        left = yield req
+        self.running_thread = None
+        if left:  # kicked out mid-chunk: the rest runs after the interrupt
+            gt.leftover = left
+            yield from self.exit_and_enter("kick")
+
+    def _halt(self) -> Code:
+        """HLT: VM exit, optional halt polling, block until woken, VM entry."""
+        c = self.kernel.costs
+        self.halts += 1
+        self._exit("hlt")
+        yield c.vm_exit_entry // 2
+        hp = self.halt_poll
+        polled_ok = False
+        t = self.task
+        if hp.poll_ns and not self.pending_irqs and not len(t.cpu.rq):  # single_task_running
+            self.polling = True
+            left = yield hp.poll_ns
+            self.polling = False
+            polled_ok = bool(left) or bool(self.pending_irqs)
+            if polled_ok:
+                self.polls_ok += 1
+        start = self.kernel.sim.now
+        if not polled_ok and not self.has_guest_work():
+            self.halted = True
+            while not self.has_guest_work():
+                yield BLOCK  # kvm_vcpu_block -> schedule()
+            self.halted = False
+        hp.update(self.kernel.sim.now - start, polled_ok)
+        yield c.vm_exit_entry // 2
+        self._enter()
+
+    def has_guest_work(self) -> bool:
+        return bool(self.pending_irqs) or self.vm.guest.has_work(self)
+
+    # -- exits and entries (with the per-request probes) -----------------------------------
+    def exit_and_enter(self, reason: str) -> Code:
+        """A VM exit handled in the host kernel, then the entry (e.g. a kick, a hypercall)."""
+        self._exit(reason)
+        yield self.kernel.costs.vm_exit_entry
+        self._enter()
+
+    def _exit(self, reason: str) -> None:
+        self.in_guest = False
+        self.exits += 1
+        self.vm.on_exit(self, reason)
+
+    def _enter(self) -> None:
+        self.in_guest = True
+        self.vm.on_entry(self)
+
+    def __repr__(self) -> str:
+        return f"<Vcpu {self.name} in_guest={self.in_guest} halted={self.halted}>"

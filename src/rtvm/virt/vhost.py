@@ -1,0 +1,181 @@
+"""vhost-net (drivers/vhost/net.c, vhost.c): one worker task per VM NIC running queued works.
+
+The worker (``vhost-<pid>``) drains its work list in order; ``handle_rx`` copies frames from
+the tap's queue into the guest's RX buffers and ``handle_tx`` sends the guest's TX buffers into
+the host stack. A handler run stops after VHOST_NET_PKT_WEIGHT (256) frames or VHOST_NET_WEIGHT
+(512 KiB) and requeues itself at the tail (vhost_exceeds_weight), so other works on the same
+worker run in between. RX signals the guest every VHOST_NET_BATCH (64) used buffers and at the
+end of a run (vhost_net_signal_used), through vhost_notify's event-index check and the irqfd.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rtvm.kernel.task import BLOCK, Code, Task
+from rtvm.virt.virtio import Virtqueue
+
+if TYPE_CHECKING:
+    from rtvm.kernel.host import Kernel
+    from rtvm.kernel.llc import Llc
+    from rtvm.kernel.nic import Packet
+
+VHOST_NET_WEIGHT = 0x80000
+VHOST_NET_PKT_WEIGHT = 256
+VHOST_NET_BATCH = 64
+TAP_QUEUE_LEN = 1000  # tun txqueuelen default, in frames
+
+Work = Callable[[Task], Code]
+
+
+class VhostWorker:
+    """The vhost worker thread of one device: a FIFO list of works, run one at a time."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        name: str,
+        policy: str,
+        prio: int,
+        allowed: set[int] | frozenset[int] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.works: deque[Work] = deque()
+        self.runs: list[str] = []  # names of works run, for tests and traces
+        self.task = kernel.create_task(name, self._worker, policy, prio, allowed)
+
+    def queue(self, work: Work, waker: Any = None) -> None:
+        """vhost_work_queue(): append ``work`` unless queued, and wake the worker."""
+        if work not in self.works:
+            self.works.append(work)
+        self.kernel.wake_up(self.task, waker=waker)
+
+    def _worker(self, t: Task) -> Code:
+        while True:
+            while not self.works:
+                yield BLOCK
+            work = self.works.popleft()
+            self.runs.append(getattr(work, "__name__", "work"))
+            yield from work(t)
+
+
+class VhostNet:
+    """One virtio-net device's host side: tap queue, RX and TX virtqueues, handlers."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        worker: VhostWorker,
+        rxvq: Virtqueue,
+        txvq: Virtqueue,
+        signal_guest: Callable[[Virtqueue], None],
+        transmit: Callable[[Packet, Task], Code],
+        llc: Llc | None = None,
+        name: str = "vnet",
+    ) -> None:
+        self.kernel = kernel
+        self.worker = worker
+        self.rxvq = rxvq
+        self.txvq = txvq
+        self.signal_guest = signal_guest
+        self.transmit = transmit
+        self.llc = llc
+        self.name = name
+        #: called for each frame handed to the guest (the testbed's probes)
+        self.on_rx_used: Callable[[Packet], None] | None = None
+        self.tap: deque[Packet] = deque()
+        self.tap_frames = 0
+        self.rx_frames = 0
+        self.tx_frames = 0
+        self.rx_copies = 0  # host kernel -> guest buffer
+        self.tx_copies = 0  # guest buffer -> host kernel
+        self.copied_bytes = 0
+        self.requeues = 0
+
+    # -- from the host stack (tun_net_xmit): runs in the softirq's context ----------------
+    def tap_xmit(self, pkt: Packet, waker: Any = None) -> None:
+        if self.tap_frames + pkt.npkts > TAP_QUEUE_LEN:
+            self.kernel.count_drop("tap_full", pkt)
+            return
+        self.tap.append(pkt)
+        self.tap_frames += pkt.npkts
+        self.worker.queue(self.handle_rx, waker)  # vhost_poll_wakeup on the tap socket
+
+    def kick(self, waker: Any = None) -> None:
+        """The guest kicked the TX queue (ioeventfd): vhost_poll_wakeup -> handle_tx."""
+        self.worker.queue(self.handle_tx, waker)
+
+    # -- handlers ----------------------------------------------------------------------------
+    def handle_rx(self, t: Task) -> Code:
+        vq = self.rxvq
+        c = self.kernel.costs
+        frames = nbytes = since_signal = 0
+        while self.tap:
+            pkt = self.tap[0]
+            if not vq.take_avail_buffers(pkt.npkts):
+                break  # the guest has not refilled its RX ring: wait for its kick
+            self.tap.popleft()
+            self.tap_frames -= pkt.npkts
+            self.rx_copies += 1
+            yield self._copy_cost(pkt) + pkt.npkts * c.vhost_rx_per_packet
+            pkt.stamps.setdefault("vhost_rx", self.kernel.sim.now)
+            vq.push_used(pkt, pkt.npkts)
+            if self.on_rx_used is not None:
+                self.on_rx_used(pkt)
+            frames += pkt.npkts
+            nbytes += pkt.nbytes
+            since_signal += pkt.npkts
+            self.rx_frames += pkt.npkts
+            if since_signal > VHOST_NET_BATCH:
+                since_signal = 0
+                self._signal(vq)
+            if frames >= VHOST_NET_PKT_WEIGHT or nbytes >= VHOST_NET_WEIGHT:
+                self.requeues += 1
+                self.worker.queue(self.handle_rx, t.cpu)  # vhost_exceeds_weight: requeue
+                break
+        self._signal(vq)
+
+    def handle_tx(self, t: Task) -> Code:
+        vq = self.txvq
+        c = self.kernel.costs
+        vq.disable_notify()
+        frames = nbytes = 0
+        while True:
+            got = vq.pop_avail()
+            if got is None:
+                if vq.enable_notify():
+                    break
+                vq.disable_notify()
+                continue
+            nbufs, pkt = got
+            self.tx_copies += 1
+            yield self._copy_cost(pkt) + pkt.npkts * c.vhost_tx_per_packet
+            pkt.stamps.setdefault("vhost_tx", self.kernel.sim.now)
+            yield from self.transmit(pkt, t)
+            vq.push_used(None, nbufs)
+            frames += pkt.npkts
+            nbytes += pkt.nbytes
+            self.tx_frames += pkt.npkts
+            if frames >= VHOST_NET_PKT_WEIGHT or nbytes >= VHOST_NET_WEIGHT:
+                self.requeues += 1
+                self.worker.queue(self.handle_tx, t.cpu)
+                break
+        # TX completions: virtio-net reclaims them lazily (no interrupt modelled)
+
+    def _signal(self, vq: Virtqueue) -> None:
+        if vq.signal_needed():
+            self.signal_guest(vq)  # eventfd -> irqfd -> interrupt injection
+
+    def _copy_cost(self, pkt: Packet) -> int:
+        """One copy between host kernel and guest memory, through the LLC."""
+        self.copied_bytes += pkt.nbytes
+        if self.llc is not None:
+            self.llc.stream(pkt.nbytes)
+        return copy_ns(self.kernel, pkt.nbytes)
+
+
+def copy_ns(kernel: Kernel, nbytes: int) -> int:
+    """A copy of cold data (no DDIO: DMA'd payloads are in DRAM)."""
+    return nbytes * kernel.costs.copy_per_byte_cold_milli // 1000

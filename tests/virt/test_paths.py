@@ -1,0 +1,89 @@
+"""One RT request through virtio and through socket outsourcing (both wake-up modes)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtvm.testbed import RtPathSpec, build_rt_path
+
+MS = 1_000_000
+
+
+def _run(io, wake="idle", times=(1 * MS,), until=20 * MS, **kw):
+    p = build_rt_path(RtPathSpec(io=io, rt_wake=wake, **kw), request_times=list(times))
+    p.sim.run(until=until)
+    return p
+
+
+def test_virtio_copies_twice_and_the_llc_sees_both():
+    p = _run("virtio")
+    rec = p.client.stats.completed()
+    assert len(rec) == 1
+    # receive: host kernel -> guest kernel (vhost handle_rx), guest kernel -> user buffer
+    assert p.vhost.rx_copies == 1 and p.vm.guest.user_copies == 1
+    assert p.vhost.tx_copies == 1
+    # request in twice (64 B each) and the response out once through vhost_tx
+    assert p.llc.streamed == 64 + 64 + 64
+
+
+def test_outsourcing_copies_once_host_to_user():
+    p = _run("outsourcing")
+    assert len(p.client.stats.completed()) == 1
+    assert p.vm.guest.user_copies == 0
+    assert p.sock.rx_copies == 1 and p.sock.tx_copies == 1  # host <-> user buffer, once each
+    assert p.llc.streamed == 64 + 64
+
+
+def test_rt_outsourcing_does_not_interrupt_a_busy_server_fifo():
+    # the second request arrives while the server computes its answer to the first
+    p = _run("outsourcing", "idle", times=(1 * MS, 1 * MS + 8_000))
+    recs = sorted(p.client.stats.completed(), key=lambda r: r.req_id)
+    assert len(recs) == 2
+    assert recs[0].vm_entry < recs[1].nic_rx < recs[0].vm_exit
+    assert p.sock.virqs == 0 and p.vm.vcpus[0].injections == 0
+    # it was picked up only by the server's next recvfrom, after the first response
+    assert recs[1].vm_entry >= recs[0].vm_exit
+
+
+def test_conventional_outsourcing_uses_virtual_interrupts():
+    p = _run("outsourcing", "virq", times=(1 * MS, 5 * MS))
+    assert len(p.client.stats.completed()) == 2
+    assert p.sock.virqs == 2 and p.vm.vcpus[0].injections == 2
+
+
+def test_segments_add_up_and_are_ordered():
+    for io, wake in (("virtio", "idle"), ("outsourcing", "idle"), ("outsourcing", "virq")):
+        p = _run(io, wake, times=(1 * MS, 4 * MS))
+        for r in p.client.stats.completed():
+            assert r.nic_rx <= r.vm_entry <= r.vm_exit <= r.wire_out
+            host_rx = r.vm_entry - r.nic_rx
+            guest = r.vm_exit - r.vm_entry
+            host_tx = r.wire_out - r.vm_exit
+            assert host_rx + guest + host_tx == r.latency_ns
+            assert min(host_rx, guest, host_tx) > 0
+
+
+def test_virtio_path_is_slower_than_rt_outsourcing_at_idle():
+    v = _run("virtio", times=(1 * MS,)).client.stats.completed()[0].latency_ns
+    o = _run("outsourcing", times=(1 * MS,)).client.stats.completed()[0].latency_ns
+    assert o < v  # one copy, no vhost hop, no guest softirq
+
+
+@given(
+    io=st.sampled_from(["virtio", "outsourcing"]),
+    wake=st.sampled_from(["idle", "virq"]),
+    gaps=st.lists(st.integers(1_000, 200_000), min_size=1, max_size=25),
+)
+def test_property_each_request_answered_once_with_ordered_probes(io, wake, gaps):
+    times, t = [], 1 * MS
+    for g in gaps:
+        t += g
+        times.append(t)
+    p = _run(io, wake, times=times, until=t + 50 * MS)
+    st_ = p.client.stats
+    done = st_.completed()
+    assert len(done) + st_.dropped + sum(p.kernel.drops.values()) == st_.sent
+    assert len({r.req_id for r in done}) == len(done)
+    for r in done:
+        assert r.nic_rx <= r.vm_entry <= r.vm_exit <= r.wire_out

@@ -1,0 +1,123 @@
+"""vCPU halt and injection costs, halt polling, vhost weights and requeueing."""
+
+from __future__ import annotations
+
+from rtvm.engine import Simulator
+from rtvm.kernel import SCHED_FIFO, SCHED_OTHER, Kernel, Packet
+from rtvm.virt import GUEST_BLOCK, VhostNet, VhostWorker, Virtqueue, Vm
+
+US = 1_000
+
+
+def _vm(halt_poll_ns=0):
+    k = Kernel(Simulator(1), 2, "4.1-rt")
+    vm = Vm(k, "vm")
+    v = vm.add_vcpu(SCHED_FIFO, 47, {1}, halt_poll_ns=halt_poll_ns)
+    seen = []
+
+    def handler(vcpu):
+        seen.append(k.sim.now)
+        yield 100
+
+    def idle_thread(gt):
+        while True:
+            yield GUEST_BLOCK
+
+    vm.guest.spawn("sleeper", v, idle_thread)
+    return k, vm, v, handler, seen
+
+
+def test_halted_vcpu_woken_by_injection_pays_wake_switch_and_entry():
+    k, _, v, handler, seen = _vm()
+    k.sim.run(until=100 * US)
+    assert v.halted and v.task.state == "S"
+    switches = v.task.nr_switches
+    # injected by a thread on CPU 0 (vhost, an IRQ thread) into the vCPU halted on CPU 1
+    k.sim.at(200 * US, lambda _: v.inject(handler, waker=k.cpus[0]))
+    k.sim.run(until=300 * US)
+    c = k.costs
+    # (the exit was paid when it halted) wake IPI + context switch + VM entry
+    assert seen == [200 * US + c.ipi_cross_cpu + c.context_switch + c.vm_exit_entry // 2]
+    assert v.task.nr_switches == switches + 1
+
+
+def test_halt_polling_catches_a_quick_wake_without_a_context_switch():
+    k, _, v, handler, seen = _vm(halt_poll_ns=200_000)
+    # first halt: no poll yet (poll_ns starts at 0); a short block grows it to 10 us
+    k.sim.at(50 * US, lambda _: v.inject(handler))
+    k.sim.run(until=55 * US)
+    assert v.halt_poll.poll_ns == 10_000
+    assert v.polling  # the second halt polls (10 us) instead of blocking at once
+    switches = v.task.nr_switches
+    k.sim.at(57 * US, lambda _: v.inject(handler))
+    k.sim.run(until=100 * US)
+    assert v.polls_ok == 1
+    assert v.task.nr_switches == switches  # no block, no switch
+    assert seen[-1] == 57 * US + k.costs.vm_exit_entry // 2  # just the entry
+
+
+def test_running_guest_thread_is_kicked_out_by_injection_and_resumes():
+    k = Kernel(Simulator(1), 2, "4.1-rt")
+    vm = Vm(k, "vm")
+    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
+    done = []
+    seen = []
+
+    def worker(gt):
+        yield 100 * US
+        done.append(k.sim.now)
+
+    def handler(vcpu):
+        seen.append(k.sim.now)
+        yield 1 * US
+
+    vm.guest.spawn("w", v, worker)
+    k.sim.at(30 * US, lambda _: v.inject(handler))
+    k.sim.run(until=1_000 * US)
+    assert v.kicks == 1 and vm.exits_by_reason.get("kick") == 1
+    assert seen[0] < 30 * US + 2 * k.costs.vm_exit_entry  # handled at once, not after 100 us
+    # the thread's 100 us of work were not lost: it ends after its work + handler + exit/entry
+    assert done[0] >= 100 * US + 1 * US + k.costs.vm_exit_entry
+
+
+def test_vhost_worker_stops_at_its_weight_and_requeues_other_work_runs_between():
+    k = Kernel(Simulator(1), 1, "4.1-rt")
+    rxvq, txvq = Virtqueue("rx", 1024), Virtqueue("tx", 256)
+    while rxvq.add_buf(None):
+        pass
+    worker = VhostWorker(k, "vhost", SCHED_OTHER, 0)
+
+    def transmit(pkt, ctx):
+        yield 100
+
+    vh = VhostNet(k, worker, rxvq, txvq, lambda vq: None, transmit)
+    for _ in range(600):
+        vh.tap_xmit(Packet("f", 1500, "heavy"))
+    txvq.add_buf(Packet("g", 64), 1)
+    vh.kick()
+    k.sim.run(until=10_000 * US)
+    assert vh.rx_frames == 600 and vh.tx_frames == 1
+    assert vh.requeues == 2  # 600 frames = 256 + 256 + 88
+    runs = worker.runs
+    assert runs[:3] == ["handle_rx", "handle_tx", "handle_rx"]
+
+
+def test_vhost_signals_every_64_and_at_the_end():
+    k = Kernel(Simulator(1), 1, "4.1-rt")
+    rxvq = Virtqueue("rx", 1024, event_idx=False)  # every decision can interrupt
+    while rxvq.add_buf(None):
+        pass
+    signals = []
+    worker = VhostWorker(k, "vhost", SCHED_OTHER, 0)
+    vh = VhostNet(
+        k,
+        worker,
+        rxvq,
+        Virtqueue("tx"),
+        lambda vq: signals.append(vq.used_idx),
+        lambda p, c: iter(()),
+    )
+    for _ in range(200):
+        vh.tap_xmit(Packet("f", 1500, "heavy"))
+    k.sim.run(until=10_000 * US)
+    assert signals[:3] == [65, 130, 195] and signals[-1] == 200
