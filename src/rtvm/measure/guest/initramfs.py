@@ -80,7 +80,9 @@ case "$P_mode" in
     sockperf server -i 0.0.0.0 -p "$P_port" > /tmp/sockperf.log 2>&1 &
     spid=$!
     sleep 1
-    [ "$P_server" = fifo ] && chrt -a -f -p "$P_prio" $spid > /dev/null 2>&1
+    if [ "$P_server" = fifo ]; then
+      chrt -a -f -p "$P_prio" $spid > /dev/null 2>&1 && say "RTVM:SCHED sockperf fifo $P_prio"
+    fi
     if kill -0 $spid 2>/dev/null; then
       say "RTVM:READY ${P_ip%/*} $P_port"
     else

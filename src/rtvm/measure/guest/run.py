@@ -29,6 +29,7 @@ import numpy as np
 from rtvm.cli_support import RunFailed, console, result_envelope
 from rtvm.measure import cyclictest, hostinfo, netns, results, sched, stats
 from rtvm.measure.guest import accel as accel_mod
+from rtvm.measure.guest import console as console_mod
 from rtvm.measure.guest import initramfs, kernel
 from rtvm.measure.guest.kernel import GuestKernel
 from rtvm.measure.guest.qemu import GuestFailed, GuestSpec, QemuGuest
@@ -393,7 +394,7 @@ def _rr_body(
     ) as heavy:
         out = run_client(run.driver, client_ns, target, port, rr, run.work, rr.seed + run.idx)
         heavy.collect()
-    return out, heavy, g.console_text(), g.spec.accel
+    return out, heavy, g.console_text(), g.spec.accel, threads
 
 
 def _vm_rr_one(
@@ -437,6 +438,13 @@ def _vm_rr_one(
             netns.delete(ns)
 
 
+def _guest_server_sched(srv: sched.Sched | None, console_text: str) -> str:
+    if srv is None or not srv.realtime:
+        return "default"
+    applied = console_mod.parse(console_text).event("RTVM:SCHED") is not None
+    return f"{srv} (in guest)" if applied else f"{srv} (NOT applied in guest)"
+
+
 def run_vm_rr(
     opts: GuestOptions, rr: RrOptions, net: str
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
@@ -472,9 +480,10 @@ def run_vm_rr(
                             f"over {net}, qemu threads {q.label()}, {nheavy} heavy receiver(s)"
                         )
                         run = _RrRun(k, initrd, q, driver, nheavy, net, idx, work)
-                        (rtt, rec, counts, text), heavy, ctext, acc = _vm_rr_one(
+                        (rtt, rec, counts, text), heavy, ctext, acc, threads = _vm_rr_one(
                             run, rr, opts, state
                         )
+                        outputs[f"{label}/qemu_threads"] = json.dumps(threads)
                         outputs[f"{label}/client"] = text[-50000:]
                         outputs[f"{label}/console"] = ctext[-100000:]
                         outputs.update({f"{label}/{a}": b for a, b in heavy.outputs().items()})
@@ -490,7 +499,7 @@ def run_vm_rr(
                             "heavy_gbps": heavy.gbps(),
                             "qemu_sched": q.label(),
                             "client_sched": rr.client.describe(),
-                            "server_sched": str(srv) if srv else "default",
+                            "server_sched": _guest_server_sched(srv, ctext),
                         }
                         rows.append(rr_row(base, rtt, rec, counts))
                         key = results.slug(label)
