@@ -2,22 +2,30 @@
 
 A method (rtvm.methods) is data: which threads exist, their policies, priorities and CPUs, where
 each NIC's interrupt goes, whether the partitioned softirq is on, which I/O path each VM uses.
-This helper turns that into the model (ns-3's model / helper split) so that method files stay
-short and hold no costs.
+This helper turns it into the model (ns-3's model / helper split), so that method files stay
+short and hold no costs. The testbed is Garcia et al.'s (DESIGN.md section 3): one RT VM (an RT
+vCPU running the UDP RR server, a housekeeping vCPU) on the RT 10 GbE link, and two heavy
+receiver VMs (one vCPU each, an iperf-like reader) on two other 10 GbE links.
+
+The RT path's code has cache footprints: each stage that runs for an RT frame (host RX, vhost,
+the vCPU's return from halt, the guest network stack or the VMRPC socket path, host TX) touches
+``rt_stage_ws_bytes`` of the LLC and the server touches ``rt_server_ws_bytes``; what heavy
+traffic streamed through the LLC since costs misses (kernel/llc.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rtvm.engine import Simulator
-from rtvm.kernel import SCHED_FIFO, SCHED_OTHER, Kernel, NetTunables, Packet, RxQueue, Wire
+from rtvm.kernel import Kernel, NetTunables, Packet, RxQueue, TcpSender, Wire
 from rtvm.kernel.llc import Llc
 from rtvm.kernel.nic import default_rx_cost
-from rtvm.kernel.profile import CostProfile
+from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.task import Code, Task
+from rtvm.methods.base import MethodSpec, Sched, fifo
 from rtvm.virt import (
     GuestSocket,
     GuestVirtioNet,
@@ -27,74 +35,293 @@ from rtvm.virt import (
     Virtqueue,
     Vm,
 )
+from rtvm.virt.vcpu import Vcpu
 from rtvm.workloads.rr import RrClient, RrConfig, rr_server
 
 GBPS = 1_000_000_000
+SEC = 1_000_000_000
 
-
-@dataclass(frozen=True)
-class Sched:
-    """A thread's policy, priority and allowed CPUs (None: all)."""
-
-    policy: str = SCHED_OTHER
-    prio: int = 0
-    cpus: tuple[int, ...] | None = None
-
-    @property
-    def allowed(self) -> set[int] | None:
-        return set(self.cpus) if self.cpus is not None else None
-
-
-FIFO = SCHED_FIFO
-NORMAL = Sched()
-
-
-@dataclass(frozen=True)
-class RtPathSpec:
-    """How the RT server's VM is wired (one method's choices)."""
-
-    generation: str = "4.1-rt"
-    ncpus: int = 2
-    rt_nic_cpu: int = 0
-    rt_irq: Sched = Sched(FIFO, 50)
-    rt_vhost: Sched = Sched(FIFO, 48)
-    rt_vcpu: Sched = Sched(FIFO, 47)
-    housekeeping_vcpu: Sched = NORMAL
-    io: str = "virtio"  # "virtio" | "outsourcing"
-    rt_wake: str = "idle"  # outsourcing: "idle" (extended idle loop) | "virq"
-    rt_poll_list: bool = False
-    rtnet_prio: int = 47
-    halt_poll_ns: int | None = None  # None: the profile's (the modelled kernel's default)
-    event_idx: bool = True
+RT_STAGES = ("rt/host-rx", "rt/vhost", "rt/kvm", "rt/guest-net", "rt/vmrpc", "rt/host-tx")
 
 
 @dataclass
-class RtPath:
-    """The built RT path: handles for tests, experiments and traces."""
+class Heavy:
+    """One heavy receiver: its VM, NIC queue, remote sender and what its reader consumed."""
 
+    vm: Vm
+    rxq: RxQueue
+    sender: TcpSender
+    consumed_bytes: int = 0  # TCP payload read by the iperf-like reader
+
+
+@dataclass
+class Testbed:
     sim: Simulator
     kernel: Kernel
     llc: Llc
+    method: MethodSpec
     vm: Vm
     rxq: RxQueue
     client: RrClient
-    tx_wire: Wire
+    heavies: list[Heavy] = field(default_factory=list)
     vhost: VhostNet | None = None
     virtio: GuestVirtioNet | None = None
     sock: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
+# -- shared pieces ------------------------------------------------------------------------------
 def host_transmit(
-    kernel: Kernel, wire: Wire, on_wire: Callable[[Packet], Any]
+    kernel: Kernel,
+    wire: Wire,
+    on_wire: Callable[[Packet], Any],
+    llc: Llc | None = None,
+    ws_owner: str | None = None,
 ) -> Callable[[Packet, Task], Code]:
-    """The host's TX path for one NIC: protocol + driver cost, then the wire."""
+    """The host's TX path for one NIC: UDP/IP + driver, then the wire."""
 
     def transmit(pkt: Packet, ctx: Task) -> Code:
-        yield kernel.costs.tx_per_packet
+        stall = llc.touch(ws_owner) if llc is not None and ws_owner is not None else 0
+        yield kernel.costs.tx_per_packet + stall
         wire.transmit(pkt, on_wire)
 
     return transmit
+
+
+def _virtio_rx_cost(k: Kernel, pkt: Packet) -> int:
+    """Host RX to the tap: driver per frame, IP and bridge/tap per (GRO) segment."""
+    segments = -(-pkt.npkts // k.costs.gro_segment) if pkt.npkts > 1 else 1
+    return default_rx_cost(k, pkt) + segments * k.costs.bridge_tap_per_packet
+
+
+def _vcpu(vm: Vm, s: Sched, halt_poll_ns: int | None) -> Vcpu:
+    return vm.add_vcpu(s.policy, s.prio, s.allowed, halt_poll_ns=halt_poll_ns)
+
+
+def _irq_sched(s: Sched) -> tuple[str, int]:
+    return s.policy, s.prio or 50
+
+
+# -- the RT VM --------------------------------------------------------------------------------
+def _build_rt(
+    tb_kernel: Kernel,
+    llc: Llc,
+    m: MethodSpec,
+    rr: RrConfig,
+    request_times: list[int] | None,
+    halt_poll_ns: int | None,
+    event_idx: bool,
+) -> dict[str, Any]:
+    k = tb_kernel
+    c = k.costs
+    sim = k.sim
+    for owner in RT_STAGES:
+        llc.register(owner, c.rt_stage_ws_bytes)
+    vm = Vm(k, "rt-vm", llc=llc)
+    rt_vcpu = _vcpu(vm, m.rt_vcpu, halt_poll_ns)
+    rt_vcpu.ws_owner = "rt/kvm"
+    _vcpu(vm, m.housekeeping_vcpu, halt_poll_ns)
+    wire_in, wire_out = Wire(k, 10 * GBPS), Wire(k, 10 * GBPS)
+    holder: dict[str, Any] = {}
+
+    def on_wire(pkt: Packet) -> None:
+        pkt.stamps["wire_out"] = sim.now
+        holder["client"].response_on_wire(pkt)
+
+    transmit = host_transmit(k, wire_out, on_wire, llc, "rt/host-tx")
+    out: dict[str, Any] = {"vm": vm}
+    if m.rt_io == "virtio":
+        rxvq, txvq = Virtqueue("rt-rx", 256, event_idx), Virtqueue("rt-tx", 256, event_idx)
+        worker = VhostWorker(k, "vhost-rt", m.rt_vhost.policy, m.rt_vhost.prio, m.rt_vhost.allowed)
+        sock = GuestSocket(vm.guest, "rr")
+        virtio = GuestVirtioNet(vm.guest, rt_vcpu, rxvq, txvq, lambda pkt: sock)
+        virtio.ws_owner = "rt/guest-net"
+
+        def signal_guest(vq: Virtqueue) -> None:
+            rt_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
+
+        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, transmit, llc, "rt")
+        vhost.ws_owner = "rt/vhost"
+        vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
+        virtio.kick_host = vhost.kick
+
+        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+            vhost.tap_xmit(pkt, waker=cpu)
+
+        base_rx_cost: Callable[[Kernel, Packet], int] = _virtio_rx_cost
+        recvfrom = sock.recvfrom
+
+        def sendto(pkt: Packet, gt: Any) -> Code:
+            yield from virtio.sendto(pkt, gt.vcpu)
+
+        out.update(vhost=vhost, virtio=virtio, sock=sock)
+    elif m.rt_io == "outsourcing":
+        if m.rt_wake not in ("idle", "virq"):
+            raise ValueError(f"rt_wake {m.rt_wake!r}; allowed: idle, virq")
+        osock = OutsourcedSocket(vm, "rr", rt_vcpu, rt=m.rt_wake == "idle", transmit=transmit)
+        osock.ws_owner = "rt/vmrpc"
+
+        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+            osock.deliver(pkt, waker=cpu)
+
+        base_rx_cost = default_rx_cost
+        recvfrom, sendto = osock.recvfrom, osock.sendto
+        out.update(sock=osock)
+    else:
+        raise ValueError(f"rt_io {m.rt_io!r}; allowed: virtio, outsourcing")
+
+    def rx_cost(kk: Kernel, pkt: Packet) -> int:
+        return base_rx_cost(kk, pkt) + llc.touch("rt/host-rx")
+
+    policy, prio = _irq_sched(m.rt_irq)
+    rxq = RxQueue(
+        k,
+        "eth0",
+        irq=30,
+        cpu=m.rt_nic_cpu,
+        deliver=deliver,
+        rx_cost=rx_cost,
+        irq_thread_policy=policy,
+        irq_thread_prio=prio,
+    )
+    client = RrClient(k, wire_in, rxq, rr, times=request_times)
+    holder["client"] = client
+    vm.guest.spawn("rr-server", rt_vcpu, rr_server(rr, recvfrom, sendto, llc), prio=90)
+    out.update(rxq=rxq, client=client)
+    return out
+
+
+# -- the heavy receivers ----------------------------------------------------------------------
+def _build_heavy(
+    k: Kernel, llc: Llc, m: MethodSpec, i: int, halt_poll_ns: int | None, event_idx: bool
+) -> Heavy:
+    vm = Vm(k, f"heavy{i}", llc=llc)
+    vcpu = _vcpu(vm, m.heavy_vcpu, halt_poll_ns)
+    wire = Wire(k, 10 * GBPS)
+    heavy: dict[str, Any] = {}
+
+    if m.heavy_io == "virtio":
+        rxvq, txvq = Virtqueue(f"h{i}-rx", 256, event_idx), Virtqueue(f"h{i}-tx", 256, event_idx)
+        worker = VhostWorker(
+            k, f"vhost-heavy{i}", m.heavy_vhost.policy, m.heavy_vhost.prio, m.heavy_vhost.allowed
+        )
+        sock = GuestSocket(vm.guest, f"tcp{i}")
+        virtio = GuestVirtioNet(vm.guest, vcpu, rxvq, txvq, lambda pkt: sock)
+
+        def signal_guest(vq: Virtqueue) -> None:
+            vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
+
+        def no_tx(pkt: Packet, ctx: Task) -> Code:
+            yield 0
+
+        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, no_tx, llc, f"heavy{i}")
+        virtio.kick_host = vhost.kick
+
+        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+            vhost.tap_xmit(pkt, waker=cpu)
+
+        rx_cost: Callable[[Kernel, Packet], int] = _virtio_rx_cost
+        recvfrom = sock.recvfrom
+    elif m.heavy_io == "outsourcing":
+        osock = OutsourcedSocket(vm, f"tcp{i}", vcpu, rt=False)
+
+        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+            osock.deliver(pkt, waker=cpu)
+
+        rx_cost = default_rx_cost
+        recvfrom = osock.recvfrom
+    else:
+        raise ValueError(f"heavy_io {m.heavy_io!r}; allowed: virtio, outsourcing")
+
+    policy, prio = _irq_sched(m.heavy_irq)
+    rxq = RxQueue(
+        k,
+        f"eth{i + 1}",
+        irq=31 + i,
+        cpu=m.heavy_nic_cpus[i],
+        deliver=deliver,
+        rx_cost=rx_cost,
+        irq_thread_policy=policy,
+        irq_thread_prio=prio,
+    )
+    # The receive window: a few bandwidth-delay products at 10 Gb/s, below what the NIC ring
+    # and the tap queue hold, as autotuned receive buffers keep it for a LAN flow.
+    sender = TcpSender(k, wire, rxq, name=f"iperf{i}", window_bytes=512 * 1024)
+    h = Heavy(vm, rxq, sender)
+    heavy["h"] = h
+
+    def reader(gt: Any) -> Code:
+        """iperf -s: read and count; the ACK goes back to the sender."""
+        while True:
+            pkt = yield from recvfrom(gt)
+            h.consumed_bytes += sender.payload_bytes(pkt.nbytes)
+            sender.ack(pkt.nbytes)
+
+    vm.guest.spawn("iperf", vcpu, reader)
+    k.sim.after(1_000 + 7_919 * i, lambda _: sender.start())
+    return h
+
+
+# -- assembly ---------------------------------------------------------------------------------
+def build_testbed(
+    method: MethodSpec,
+    seed: int = 1,
+    costs: CostProfile | None = None,
+    rr: RrConfig | None = None,
+    heavy: int = 2,
+    request_times: list[int] | None = None,
+    tracer: Any = None,
+    generation: str | None = None,
+    ncpus: int = 2,
+    halt_poll_ns: int | None = None,
+    event_idx: bool = True,
+    hz: int = 1000,
+) -> Testbed:
+    """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs."""
+    costs = costs or load_profile()
+    rr = rr or RrConfig(
+        server_compute_ns=costs.rt_server_compute, working_set_bytes=costs.rt_server_ws_bytes
+    )
+    gen = generation or method.generation
+    sim = Simulator(seed=seed)
+    k = Kernel(
+        sim,
+        ncpus=ncpus,
+        generation=gen,
+        costs=costs,
+        tracer=tracer,
+        hz=hz,
+        net=NetTunables(rt_poll_list=method.rt_poll_list, rtnet_prio=method.rtnet_prio),
+    )
+    llc = Llc(costs.llc_bytes, costs.llc_line, costs.llc_miss)
+    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx)
+    heavies = [_build_heavy(k, llc, method, i, halt_poll_ns, event_idx) for i in range(heavy)]
+    rt["client"].start()
+    return Testbed(
+        sim,
+        k,
+        llc,
+        method,
+        rt["vm"],
+        rt["rxq"],
+        rt["client"],
+        heavies,
+        rt.get("vhost"),
+        rt.get("virtio"),
+        rt.get("sock"),
+    )
+
+
+# -- the RT path alone (the virtualization model's tests) ----------------------------------
+@dataclass(frozen=True)
+class RtPathSpec:
+    """The RT VM's wiring without heavy traffic (tests, examples)."""
+
+    io: str = "virtio"
+    rt_wake: str = "idle"
+    generation: str = "4.1-rt"
+    rt_poll_list: bool = False
+    halt_poll_ns: int | None = None
+    event_idx: bool = True
 
 
 def build_rt_path(
@@ -104,103 +331,27 @@ def build_rt_path(
     rr: RrConfig | None = None,
     request_times: list[int] | None = None,
     tracer: Any = None,
-    kernel: Kernel | None = None,
-    llc: Llc | None = None,
-) -> RtPath:
-    """One RT VM (RT vCPU + housekeeping vCPU) serving UDP RR through ``spec.io``."""
-    if kernel is None:
-        sim = Simulator(seed=seed)
-        kernel = Kernel(
-            sim,
-            ncpus=spec.ncpus,
-            generation=spec.generation,
-            costs=costs,
-            tracer=tracer,
-            net=NetTunables(rt_poll_list=spec.rt_poll_list, rtnet_prio=spec.rtnet_prio),
-        )
-    sim = kernel.sim
-    c = kernel.costs
-    if llc is None:
-        llc = Llc(c.llc_bytes, c.llc_line, c.llc_miss)
-    rr = rr or RrConfig()
-    vm = Vm(kernel, "rt-vm", llc=llc)
-    rt_vcpu = vm.add_vcpu(
-        spec.rt_vcpu.policy, spec.rt_vcpu.prio, spec.rt_vcpu.allowed, halt_poll_ns=spec.halt_poll_ns
+) -> Testbed:
+    method = MethodSpec(
+        name=f"rt-path-{spec.io}",
+        summary="RT path only",
+        generation=spec.generation,
+        rt_poll_list=spec.rt_poll_list,
+        rt_io=spec.io,
+        rt_wake=spec.rt_wake,
+        rt_irq=fifo(50),
     )
-    vm.add_vcpu(
-        spec.housekeeping_vcpu.policy,
-        spec.housekeeping_vcpu.prio,
-        spec.housekeeping_vcpu.allowed,
+    return build_testbed(
+        method,
+        seed,
+        costs,
+        rr,
+        heavy=0,
+        request_times=request_times,
+        tracer=tracer,
         halt_poll_ns=spec.halt_poll_ns,
+        event_idx=spec.event_idx,
     )
 
-    wire_in = Wire(kernel, 10 * GBPS)
-    wire_out = Wire(kernel, 10 * GBPS)
-    holder: dict[str, Any] = {}
 
-    def on_wire(pkt: Packet) -> None:
-        pkt.stamps["wire_out"] = sim.now
-        holder["client"].response_on_wire(pkt)
-
-    transmit = host_transmit(kernel, wire_out, on_wire)
-    path = RtPath(sim, kernel, llc, vm, None, None, wire_out)  # type: ignore[arg-type]
-
-    if spec.io == "virtio":
-        rxvq = Virtqueue("rt-rx", 256, spec.event_idx)
-        txvq = Virtqueue("rt-tx", 256, spec.event_idx)
-        worker = VhostWorker(
-            kernel, "vhost-rt", spec.rt_vhost.policy, spec.rt_vhost.prio, spec.rt_vhost.allowed
-        )
-        sock = GuestSocket(vm.guest, "rr")
-        virtio = GuestVirtioNet(vm.guest, rt_vcpu, rxvq, txvq, lambda pkt: sock)
-
-        def signal_guest(vq: Virtqueue) -> None:
-            rt_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
-
-        vhost = VhostNet(kernel, worker, rxvq, txvq, signal_guest, transmit, llc, "rt")
-        vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
-        virtio.kick_host = vhost.kick
-
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
-            vhost.tap_xmit(pkt, waker=cpu)
-
-        def rx_cost(k: Kernel, pkt: Packet) -> int:
-            return default_rx_cost(k, pkt) + pkt.npkts * k.costs.bridge_tap_per_packet
-
-        recvfrom = sock.recvfrom
-
-        def sendto(pkt: Packet, gt: Any) -> Code:
-            yield from virtio.sendto(pkt, gt.vcpu)
-
-        path.vhost, path.virtio, path.sock = vhost, virtio, sock
-    elif spec.io == "outsourcing":
-        if spec.rt_wake not in ("idle", "virq"):
-            raise ValueError(f"rt_wake {spec.rt_wake!r}; allowed: idle, virq")
-        osock = OutsourcedSocket(vm, "rr", rt_vcpu, rt=spec.rt_wake == "idle", transmit=transmit)
-
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
-            osock.deliver(pkt, waker=cpu)
-
-        rx_cost = default_rx_cost
-        recvfrom = osock.recvfrom
-        sendto = osock.sendto
-        path.sock = osock
-    else:
-        raise ValueError(f"io {spec.io!r}; allowed: virtio, outsourcing")
-
-    rxq = RxQueue(
-        kernel,
-        "eth0",
-        irq=30,
-        cpu=spec.rt_nic_cpu,
-        deliver=deliver,
-        rx_cost=rx_cost,
-        irq_thread_policy=spec.rt_irq.policy,
-        irq_thread_prio=spec.rt_irq.prio or 50,
-    )
-    client = RrClient(kernel, wire_in, rxq, rr, times=request_times)
-    holder["client"] = client
-    vm.guest.spawn("rr-server", rt_vcpu, rr_server(rr, recvfrom, sendto, llc), prio=90)
-    client.start()
-    path.rxq, path.client = rxq, client
-    return path
+__all__ = ["SEC", "Heavy", "RtPathSpec", "Testbed", "build_rt_path", "build_testbed", "replace"]

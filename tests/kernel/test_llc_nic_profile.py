@@ -42,7 +42,7 @@ def test_tcp_sender_is_window_limited_and_resumes_on_ack():
     k = kernel(generation="vanilla")
     got = []
     rxq = RxQueue(k, "eth1", 41, 0, lambda p, c, x: got.append(p))
-    sender = TcpSender(k, Wire(k, 10_000_000_000), rxq, "iperf", window_bytes=200_000)
+    sender = TcpSender(k, Wire(k, 10_000_000_000), rxq, window_bytes=200_000)
     sender.start()
     k.sim.run(until=5 * MS)
     assert sender.inflight <= 200_000

@@ -23,8 +23,9 @@ def test_virtio_copies_twice_and_the_llc_sees_both():
     # receive: host kernel -> guest kernel (vhost handle_rx), guest kernel -> user buffer
     assert p.vhost.rx_copies == 1 and p.vm.guest.user_copies == 1
     assert p.vhost.tx_copies == 1
-    # request in twice (64 B each) and the response out once through vhost_tx
-    assert p.llc.streamed == 64 + 64 + 64
+    # request in twice, response out twice (user -> guest kernel, guest -> host): 64 B each
+    assert p.vm.guest.user_tx_copies == 1
+    assert p.llc.streamed == 4 * 64
 
 
 def test_outsourcing_copies_once_host_to_user():

@@ -284,7 +284,11 @@ class Kernel:
         self.sim.after(self.jiffy_ns, check)
 
     def count_drop(self, reason: str, pkt: Any) -> None:
+        """A frame (or batch) is dropped: count it by reason and tell its flow (TCP loss)."""
         self.drops[reason] = self.drops.get(reason, 0) + getattr(pkt, "npkts", 1)
+        on_loss = getattr(getattr(pkt, "flow", None), "on_loss", None)
+        if on_loss is not None:
+            on_loss(pkt.nbytes)
 
     # -- hooks -----------------------------------------------------------------------------
     def irq_exited(self, cpu: Cpu, frame: Any) -> None:

@@ -175,11 +175,14 @@ class Wire:
 
 
 class TcpSender:
-    """A remote bulk sender (iperf client) at line rate, limited by its window.
+    """A remote bulk sender (iperf client) at line rate, limited by a window and by AIMD.
 
-    It keeps at most ``window_bytes`` unacknowledged; the receiver calls ``ack(nbytes)`` when
-    its side has consumed data (after ``ack_delay_ns``, the return path). Data leaves in batches
-    of ``batch_frames`` MSS-sized frames, which reach ``rxq`` when their last frame has arrived.
+    It keeps at most min(``window_bytes``, cwnd) unacknowledged. The receiver calls
+    ``ack(nbytes)`` when its application has consumed data (the ACK arrives ``ack_delay_ns``
+    later); a frame dropped on the way (full RX ring, full tap queue) is a loss: its bytes leave
+    the flight and cwnd halves (fast retransmit / recovery), then grows by about one batch per
+    window acknowledged. Data leaves in batches of ``batch_frames`` MSS-sized frames, which
+    reach ``rxq`` when their last frame has arrived.
     """
 
     def __init__(
@@ -187,7 +190,7 @@ class TcpSender:
         kernel: Kernel,
         wire: Wire,
         rxq: RxQueue,
-        flow: Any,
+        name: str = "iperf",
         window_bytes: int = 4 * 1024 * 1024,
         mss: int = 1448,
         batch_frames: int = 43,
@@ -196,33 +199,42 @@ class TcpSender:
         self.kernel = kernel
         self.wire = wire
         self.rxq = rxq
-        self.flow = flow
+        self.name = name
         self.window = window_bytes
         self.mss = mss
         self.batch_frames = batch_frames
+        self.batch_bytes = batch_frames * (mss + 52)  # IP + TCP headers with timestamps
+        self.cwnd = window_bytes
         self.ack_delay_ns = ack_delay_ns
         self.inflight = 0
         self.sent_bytes = 0
         self.acked_bytes = 0
+        self.lost_bytes = 0
+        self.losses = 0
         self._sending = False
 
     def start(self) -> None:
         self._pump()
 
     def _pump(self) -> None:
-        frame_bytes = self.mss + 52  # IP + TCP headers with timestamps
-        batch = self.batch_frames * frame_bytes
-        while self.inflight + batch <= self.window and not self._sending:
-            pkt = Packet(self.flow, batch, "heavy", self.batch_frames)
-            self.inflight += batch
-            self.sent_bytes += batch
-            self._sending = True
-            self.wire.transmit(pkt, self._arrived)
+        batch = self.batch_bytes
+        limit = min(self.window, self.cwnd)
+        if self._sending or self.inflight + batch > limit:
+            return
+        pkt = Packet(self, batch, "heavy", self.batch_frames)
+        self.inflight += batch
+        self.sent_bytes += batch
+        self._sending = True
+        self.wire.transmit(pkt, self._arrived)
 
     def _arrived(self, pkt: Packet) -> None:
         self._sending = False
         self.rxq.dma(pkt)
         self._pump()
+
+    def payload_bytes(self, nbytes: int) -> int:
+        """TCP payload in ``nbytes`` of IP packets (what iperf counts)."""
+        return nbytes * self.mss // (self.mss + 52)
 
     def ack(self, nbytes: int) -> None:
         self.kernel.sim.after(self.ack_delay_ns, self._acked, nbytes)
@@ -230,4 +242,14 @@ class TcpSender:
     def _acked(self, nbytes: int) -> None:
         self.inflight -= nbytes
         self.acked_bytes += nbytes
+        if self.cwnd < self.window:
+            self.cwnd = min(self.window, self.cwnd + self.batch_bytes * nbytes // self.cwnd + 1)
+        self._pump()
+
+    def on_loss(self, nbytes: int) -> None:
+        """Frames of this flow were dropped in the host."""
+        self.inflight -= nbytes
+        self.lost_bytes += nbytes
+        self.losses += 1
+        self.cwnd = max(2 * self.batch_bytes, self.cwnd // 2)
         self._pump()

@@ -29,6 +29,12 @@ class CostProfile:
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Plain instance attributes: the model reads costs on its hot paths, and a normal
+        # attribute lookup is several times cheaper than __getattr__.
+        for k, c in self.entries.items():
+            self.__dict__[k] = c.value
+
     def __getattr__(self, key: str) -> int:
         entries = self.__dict__.get("entries")
         if entries is not None and key in entries:

@@ -94,7 +94,7 @@ def run(
     recording(rt_q)
     recording(heavy_q)
     wire = Wire(k, 10_000_000_000)
-    sender = TcpSender(k, wire, heavy_q, flow="iperf", window_bytes=2 * 1024 * 1024, batch_frames=8)
+    sender = TcpSender(k, wire, heavy_q, window_bytes=2 * 1024 * 1024, batch_frames=8)
     heavy_sender.append(sender)
     sim.after(10 * US, lambda _: sender.start())
     # A backlog on the non-RT ring (a coalesced burst, as interrupt moderation produces), so

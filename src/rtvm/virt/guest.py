@@ -92,8 +92,9 @@ class GuestKernel:
         self.napi_pending: dict[int, deque[Callable[[Vcpu], Code]]] = {}
         #: extra idle-loop work (socket outsourcing's extended idle loop), per vCPU
         self.idle_hooks: list[Callable[[Vcpu], Code | None]] = []
-        self.user_copies = 0
+        self.user_copies = 0  # guest kernel -> user buffer (receive)
         self.user_copy_bytes = 0
+        self.user_tx_copies = 0  # user buffer -> guest kernel (send)
 
     # -- threads ------------------------------------------------------------------------------
     def spawn(
@@ -149,6 +150,13 @@ class GuestKernel:
         return None
 
     # -- copies -------------------------------------------------------------------------------
+    def copy_from_user(self, nbytes: int) -> int:
+        """The guest kernel copies a user buffer into an skb (send): cost (ns), via the LLC."""
+        self.user_tx_copies += 1
+        if self.vm.llc is not None:
+            self.vm.llc.stream(nbytes)
+        return copy_ns(self.vm.kernel, nbytes)
+
     def copy_to_user(self, nbytes: int) -> int:
         """The guest kernel copies into the user buffer: cost (ns), through the LLC."""
         self.user_copies += 1
@@ -156,6 +164,11 @@ class GuestKernel:
         if self.vm.llc is not None:
             self.vm.llc.stream(nbytes)
         return copy_ns(self.vm.kernel, nbytes)
+
+
+def nbytes_copy(guest: GuestKernel, pkt: Packet) -> int:
+    """sendto's copy of the user buffer into a guest kernel skb."""
+    return guest.copy_from_user(pkt.nbytes)
 
 
 class GuestVirtioNet:
@@ -178,8 +191,9 @@ class GuestVirtioNet:
         self.rx_frames = 0
         self.napi_polls = 0
         self.on_consumed: Callable[[Packet], None] | None = None
-        while rxvq.add_buf(None, 1):  # try_fill_recv: the RX ring starts full
-            pass
+        #: LLC owner touched per NAPI poll (the guest network stack's footprint), if any
+        self.ws_owner: str | None = None
+        rxvq.add_buf(None, rxvq.num)  # try_fill_recv: the RX ring starts full
         rxvq.enable_cb()
 
     def rx_interrupt(self, vcpu: Vcpu) -> Code:
@@ -193,17 +207,20 @@ class GuestVirtioNet:
         k = self.guest.vm.kernel
         self.napi_polls += 1
         done = 0
+        llc = self.guest.vm.llc
+        if self.ws_owner is not None and llc is not None:
+            yield llc.touch(self.ws_owner)
         while done < NAPI_POLL_WEIGHT:
             got = self.rxvq.get_used()
             if got is None:
                 break
             nbufs, pkt = got
-            yield nbufs * k.costs.guest_rx_per_packet
+            # one skb per used entry (receive_mergeable joins a GRO'd packet's buffers)
+            yield k.costs.guest_rx_per_packet
             pkt.stamps.setdefault("guest_napi", k.sim.now)
             done += nbufs
             self.rx_frames += nbufs
-            for _ in range(nbufs):
-                self.rxvq.add_buf(None, 1)  # refill
+            self.rxvq.add_buf(None, nbufs)  # refill (try_fill_recv, in one go)
             sock = self.demux(pkt)
             if sock is not None:
                 sock.deliver(pkt)
@@ -222,7 +239,7 @@ class GuestVirtioNet:
     def sendto(self, pkt: Packet, vcpu: Vcpu) -> Code:
         """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit)."""
         k = self.guest.vm.kernel
-        yield k.costs.syscall + k.costs.guest_tx_per_packet
+        yield k.costs.syscall + k.costs.guest_tx_per_packet + nbytes_copy(self.guest, pkt)
         while not self.txvq.add_buf(pkt, pkt.npkts):
             yield 1_000  # ring full: the real driver stops the queue; retry later
         # The host has the frame from here: at the kick's VM exit, or now if vhost is

@@ -79,6 +79,8 @@ class Vcpu:
         self.polling = False
         self.running_thread: GuestThread | None = None
         self.kick_exit_pending = False
+        #: LLC owner touched when the vCPU comes back from halt (KVM and vCPU state), if any
+        self.ws_owner: str | None = None
         # counters
         self.exits = 0
         self.halts = 0
@@ -191,7 +193,9 @@ class Vcpu:
                 yield BLOCK  # kvm_vcpu_block -> schedule()
             self.halted = False
         hp.update(self.kernel.sim.now - start, polled_ok)
-        yield c.vm_exit_entry // 2
+        llc = self.vm.llc
+        stall = llc.touch(self.ws_owner) if self.ws_owner is not None and llc else 0
+        yield c.vm_exit_entry // 2 + stall
         self._enter()
 
     def has_guest_work(self) -> bool:

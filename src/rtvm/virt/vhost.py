@@ -83,6 +83,8 @@ class VhostNet:
         self.transmit = transmit
         self.llc = llc
         self.name = name
+        #: the cache footprint this device's handlers touch per run (LLC owner name), if any
+        self.ws_owner: str | None = None
         #: called for each frame handed to the guest (the testbed's probes)
         self.on_rx_used: Callable[[Packet], None] | None = None
         self.tap: deque[Packet] = deque()
@@ -93,6 +95,7 @@ class VhostNet:
         self.tx_copies = 0  # guest buffer -> host kernel
         self.copied_bytes = 0
         self.requeues = 0
+        self.waits_for_buffers = 0
 
     # -- from the host stack (tun_net_xmit): runs in the softirq's context ----------------
     def tap_xmit(self, pkt: Packet, waker: Any = None) -> None:
@@ -112,14 +115,25 @@ class VhostNet:
         vq = self.rxvq
         c = self.kernel.costs
         frames = nbytes = since_signal = 0
+        stall = self._touch()
+        if stall:
+            yield stall
+        vq.disable_notify()
         while self.tap:
             pkt = self.tap[0]
             if not vq.take_avail_buffers(pkt.npkts):
-                break  # the guest has not refilled its RX ring: wait for its kick
+                # Out of guest buffers: ask for a kick on the next refill, then recheck
+                # (vhost_enable_notify closes the race with a refill that just happened).
+                if vq.enable_notify() or vq.avail_pending < pkt.npkts:
+                    self.waits_for_buffers += 1
+                    break
+                vq.disable_notify()
+                continue
             self.tap.popleft()
             self.tap_frames -= pkt.npkts
             self.rx_copies += 1
-            yield self._copy_cost(pkt) + pkt.npkts * c.vhost_rx_per_packet
+            # per skb (a GRO'd skb fills several mergeable buffers in one run) + the copy
+            yield self._copy_cost(pkt) + c.vhost_rx_per_packet
             pkt.stamps.setdefault("vhost_rx", self.kernel.sim.now)
             vq.push_used(pkt, pkt.npkts)
             if self.on_rx_used is not None:
@@ -140,6 +154,9 @@ class VhostNet:
     def handle_tx(self, t: Task) -> Code:
         vq = self.txvq
         c = self.kernel.costs
+        stall = self._touch()
+        if stall:
+            yield stall
         vq.disable_notify()
         frames = nbytes = 0
         while True:
@@ -151,7 +168,7 @@ class VhostNet:
                 continue
             nbufs, pkt = got
             self.tx_copies += 1
-            yield self._copy_cost(pkt) + pkt.npkts * c.vhost_tx_per_packet
+            yield self._copy_cost(pkt) + c.vhost_tx_per_packet
             pkt.stamps.setdefault("vhost_tx", self.kernel.sim.now)
             yield from self.transmit(pkt, t)
             vq.push_used(None, nbufs)
@@ -163,6 +180,11 @@ class VhostNet:
                 self.worker.queue(self.handle_tx, t.cpu)
                 break
         # TX completions: virtio-net reclaims them lazily (no interrupt modelled)
+
+    def _touch(self) -> int:
+        if self.ws_owner is None or self.llc is None:
+            return 0
+        return self.llc.touch(self.ws_owner)
 
     def _signal(self, vq: Virtqueue) -> None:
         if vq.signal_needed():

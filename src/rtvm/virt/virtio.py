@@ -167,5 +167,5 @@ class Virtqueue:
         """vhost_enable_notify(): kick me on the next buffer. False if some are already there
         (the caller must process again)."""
         self.no_notify = False
-        self.avail_event = self.avail_idx if self.avail_pending else self.last_avail_idx
+        self.avail_event = self.avail_idx  # kick me when the driver publishes past this
         return self.avail_pending == 0

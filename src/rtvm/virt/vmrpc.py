@@ -53,6 +53,8 @@ class OutsourcedSocket:
         self.copied_bytes = 0
         self.rpcs = 0
         self.virqs = 0
+        #: LLC owner touched per RPC (the host socket path's footprint), if any
+        self.ws_owner: str | None = None
         if rt:
             vm.guest.idle_hooks.append(self._extended_idle)
 
@@ -96,7 +98,7 @@ class OutsourcedSocket:
             yield c.syscall + c.vmrpc_call
             self.rpcs += 1
             vcpu._exit("vmrpc")
-            yield c.vm_exit_entry // 2
+            yield c.vm_exit_entry // 2 + self._touch()
             if self.queue:
                 pkt = self.queue.popleft()
                 self.rx_copies += 1
@@ -116,6 +118,12 @@ class OutsourcedSocket:
             yield GUEST_BLOCK
             self.waiting = None  # running again: data arriving now waits for the next call
 
+    def _touch(self) -> int:
+        llc = self.vm.llc
+        if self.ws_owner is None or llc is None:
+            return 0
+        return llc.touch(self.ws_owner)
+
     def sendto(self, pkt: Packet, gt: GuestThread) -> Code:
         """sendto() as an RPC: the host copies from the user buffer and transmits."""
         k = self.vm.kernel
@@ -125,7 +133,7 @@ class OutsourcedSocket:
         self.rpcs += 1
         pkt.stamps.setdefault("vm_exit", k.sim.now)
         vcpu._exit("vmrpc")
-        yield c.vm_exit_entry // 2
+        yield c.vm_exit_entry // 2 + self._touch()
         self.tx_copies += 1
         self.copied_bytes += pkt.nbytes
         if self.vm.llc is not None:
