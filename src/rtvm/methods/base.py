@@ -28,6 +28,10 @@ class Sched:
 
 
 NORMAL = Sched()
+# the testbed's table (DESIGN.md section 3)
+RT_IRQ_FIFO_50 = Sched(SCHED_FIFO, 50)
+RT_VHOST_FIFO_48 = Sched(SCHED_FIFO, 48)
+RT_VCPU_FIFO_47 = Sched(SCHED_FIFO, 47)
 
 
 def fifo(prio: int, cpus: tuple[int, ...] | None = None) -> Sched:
@@ -47,11 +51,11 @@ class MethodSpec:
     rt_nic_cpu: int = 0
     heavy_nic_cpus: tuple[int, ...] = (0, 1)
     # threads
-    rt_irq: Sched = fifo(50)
+    rt_irq: Sched = RT_IRQ_FIFO_50
     heavy_irq: Sched = NORMAL
-    rt_vhost: Sched = fifo(48)
+    rt_vhost: Sched = RT_VHOST_FIFO_48
     heavy_vhost: Sched = NORMAL
-    rt_vcpu: Sched = fifo(47)
+    rt_vcpu: Sched = RT_VCPU_FIFO_47
     housekeeping_vcpu: Sched = NORMAL
     heavy_vcpu: Sched = NORMAL
     # mechanisms
