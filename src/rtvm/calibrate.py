@@ -1,0 +1,223 @@
+"""``rtvm calibrate``: fit the profile's "fitted" costs to the calibration table, once.
+
+Only the costs whose status is "fitted" move; every other cost keeps its source. Objective
+(documented, deterministic): over the four methods of the calibration table (DESIGN.md
+section 3), the sum of squared log-ratios model/published of the mean and the p99 response
+time, plus 4x the squared log-ratio of the heavy throughput (its bar is tighter). Search: a
+coordinate descent with multiplicative steps (x1.6, then x1.25, then x1.1) within each cost's
+bounds, every evaluation a fixed-seed simulation, so a re-run gives the same fit. The fitted
+profile is written atomically with the new values and the objective in its header; the
+residuals per cell are printed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from rtvm.cli_support import (
+    atomic_write_text,
+    command_epilog,
+    console,
+    emit_json,
+    fail_input,
+    result_envelope,
+)
+from rtvm.experiments.published import SIMPLE_RT
+from rtvm.kernel.profile import CostProfile, load_profile
+
+#: bounds of the fitted costs (outside them a value would contradict its cited range)
+BOUNDS: dict[str, tuple[int, int]] = {
+    "copy_per_byte_cold_milli": (70, 600),
+    "rt_stage_ws_bytes": (0, 262_144),
+    "rt_server_ws_bytes": (0, 1_048_576),
+}
+STEPS = (1.6, 1.25, 1.1)
+THROUGHPUT_WEIGHT = 4.0
+
+
+def objective(rows: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+    pub = {p["method"]: p for p in SIMPLE_RT}
+    total = 0.0
+    residuals = []
+    for r in rows:
+        p = pub[r["method"]]
+        res = {"method": r["method"]}
+        for key, weight in (("mean_us", 1.0), ("p99_us", 1.0), ("heavy_gbps", THROUGHPUT_WEIGHT)):
+            model = max(float(r[key] or 0.0), 1e-9)
+            lr = math.log(model / p[key])
+            total += weight * lr * lr
+            res[key] = round(model, 2)
+            res[f"{key}_published"] = p[key]
+            res[f"{key}_rel_err_pct"] = round(100.0 * (model / p[key] - 1.0), 1)
+        residuals.append(res)
+    return total, residuals
+
+
+def fit(
+    base: CostProfile,
+    evaluate: Callable[[dict[str, int]], list[dict[str, Any]]],
+    log: Callable[[str], None] = lambda s: None,
+    on_best: Callable[[dict[str, int], float], None] | None = None,
+) -> tuple[dict[str, int], float, list]:
+    fitted = [k for k, c in base.entries.items() if c.status == "fitted"]
+    unknown = [k for k in fitted if k not in BOUNDS]
+    if unknown:
+        raise ValueError(f"fitted costs without bounds: {', '.join(unknown)}")
+    cur = {k: base.entries[k].value for k in fitted}
+    cache: dict[tuple[tuple[str, int], ...], tuple[float, list]] = {}
+
+    def score(vals: dict[str, int]) -> tuple[float, list]:
+        key = tuple(sorted(vals.items()))
+        if key not in cache:
+            cache[key] = objective(evaluate(vals))
+            log(f"J={cache[key][0]:.4f} at {vals}")
+        return cache[key]
+
+    best, best_res = score(cur)
+    for step in STEPS:
+        improved = True
+        while improved:
+            improved = False
+            for k in fitted:
+                lo, hi = BOUNDS[k]
+                for direction in (step, 1 / step):
+                    v = cur[k]
+                    nv = round(v * direction) if v else round(lo + (hi - lo) * 0.01)
+                    nv = min(hi, max(lo, nv))
+                    if nv == v:
+                        continue
+                    cand = {**cur, k: nv}
+                    j, res = score(cand)
+                    if j < best - 1e-9:
+                        cur, best, best_res, improved = cand, j, res, True
+                        if on_best is not None:  # an interrupted fit keeps its best point
+                            on_best(cur, best)
+                        break
+    return cur, best, best_res
+
+
+def rewrite_profile(text: str, values: dict[str, int], note: str) -> str:
+    """Replace the ``value`` lines of the given [costs.NAME] tables; keep everything else."""
+    for key, v in values.items():
+        pat = re.compile(rf"(\[costs\.{re.escape(key)}\]\s*\nvalue\s*=\s*)(-?\d+)")
+        text, n = pat.subn(rf"\g<1>{v}", text)
+        if n != 1:
+            raise ValueError(f"cost {key} not found once in the profile")
+    return f"# {note}\n{text}" if not text.startswith(f"# {note}") else text
+
+
+@click.command(
+    cls=click.Command,
+    epilog=command_epilog(
+        "rtvm calibrate --duration 2 --out out/calib",
+        "rtvm calibrate --write   # update the embedded profile in place",
+    ),
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.2, max=60),
+    default=2.0,
+    show_default=True,
+    help="Simulated seconds per method per evaluation.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Profile to start from (default: the embedded one).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the fitted profile and the residuals.",
+)
+@click.option(
+    "--write",
+    "write_back",
+    is_flag=True,
+    help="Write the fitted values into the starting profile file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def calibrate(
+    duration: float,
+    seed: int,
+    profile: Path | None,
+    out: Path | None,
+    write_back: bool,
+    as_json: bool,
+) -> None:
+    """Fit the profile's "fitted" costs against the calibration table (DESIGN.md 3)."""
+    from rtvm.experiments import simple_rt as exp
+
+    try:
+        base = load_profile(profile)
+    except (ValueError, OSError) as e:
+        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+    if profile is None:
+        from importlib import resources
+
+        src_path = Path(str(resources.files("rtvm.profiles").joinpath("testbed.toml")))
+    else:
+        src_path = profile
+    t0 = time.perf_counter()
+
+    def evaluate(vals: dict[str, int]) -> list[dict[str, Any]]:
+        tmp = (out or Path("/tmp")) / ".calibrate-candidate.toml"
+        atomic_write_text(tmp, rewrite_profile(src_path.read_text("utf-8"), vals, "candidate"))
+        res = exp.run(duration, seed, profile=str(tmp))
+        return [r.row for r in res.values()]
+
+    def save_best(vals: dict[str, int], j: float) -> None:
+        if out is not None:
+            note = f"best so far of rtvm calibrate (seed {seed}, {duration:g} s): {j:.4f}"
+            text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
+            atomic_write_text(out / "testbed.best-so-far.toml", text)
+
+    vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
+    note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"
+    text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
+    written = []
+    if out is not None:
+        written.append(atomic_write_text(out / "testbed.fitted.toml", text))
+    if write_back:
+        written.append(atomic_write_text(src_path, text))
+    env = result_envelope(
+        "calibrate",
+        seed,
+        duration,
+        residuals,
+        list(SIMPLE_RT),
+        fitted=vals,
+        objective=round(j, 5),
+        wall_s=round(time.perf_counter() - t0, 1),
+        written=[str(p) for p in written],
+    )
+    if as_json:
+        emit_json(env)
+        return
+    t = Table(title=f"calibration residuals (objective {j:.4f}); fitted: {vals}")
+    for col in ("method", "mean us (err %)", "p99 us (err %)", "heavy Gbps (err %)"):
+        t.add_column(col)
+    for r in residuals:
+        t.add_row(
+            r["method"],
+            *(
+                f"{r[k]} / {r[k + '_published']} ({r[k + '_rel_err_pct']:+.1f})"
+                for k in ("mean_us", "p99_us", "heavy_gbps")
+            ),
+        )
+    from rich.console import Console
+
+    Console().print(t)
+    for p in written:
+        click.echo(f"wrote {p}")

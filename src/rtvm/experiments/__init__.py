@@ -1,0 +1,1 @@
+"""Named experiments (rtvm reproduce NAME) and the runner they share."""

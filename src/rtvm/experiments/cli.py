@@ -1,0 +1,147 @@
+"""``rtvm reproduce NAME``: the published experiments, printed beside the published figures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rtvm.cli_support import (
+    RtvmGroup,
+    command_epilog,
+    common_options,
+    console,
+    emit_json,
+    fail_input,
+    result_envelope,
+)
+from rtvm.kernel.profile import load_profile
+
+
+@click.group(cls=RtvmGroup, epilog=command_epilog("rtvm reproduce simple-rt --quick"))
+def reproduce() -> None:
+    """Reproduce a published experiment with the model."""
+
+
+def _fmt(v: float | None, pub: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if pub is None else f"{v:.1f} / {pub:.1f}"
+
+
+@reproduce.command(
+    "simple-rt",
+    epilog=command_epilog(
+        "rtvm reproduce simple-rt",
+        "rtvm reproduce simple-rt --quick --seed 2 --out out/simple-rt",
+        "rtvm reproduce simple-rt --json > simple-rt.json",
+    ),
+)
+@common_options
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=None,
+    help="Simulated seconds per method (default 30, --quick 3).",
+)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Cost profile TOML (default: the embedded testbed profile).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Parallel processes (default: one per free core).",
+)
+def simple_rt(
+    seed: int,
+    quick: bool,
+    out: Path | None,
+    as_json: bool,
+    duration: float | None,
+    profile: Path | None,
+    jobs: int | None,
+) -> None:
+    """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
+
+    Model figures are printed beside the published ones (Garcia et al. 2018), each cell
+    "model / published".
+    """
+    from rtvm.experiments import simple_rt as exp
+
+    dur = duration or (exp.QUICK_S if quick else exp.FULL_S)
+    try:
+        prof = load_profile(profile)
+    except (ValueError, OSError) as e:
+        fail_input(f"--profile {profile}: {e}", "a cost profile TOML like src/rtvm/profiles/")
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"simple-rt: 4 methods x {dur:g} s simulated", total=4)
+
+        def done(m: str, r: object) -> None:
+            progress.advance(task)
+            progress.console.log(f"{m} done")
+
+        results = exp.run(
+            dur, seed, profile=str(profile) if profile else None, jobs=jobs, on_done=done
+        )
+    wall = time.perf_counter() - t0
+    rows = [r.row for r in results.values()]
+    published = exp.published_rows()
+    env = result_envelope(
+        "simple-rt", seed, dur, rows, published,
+        scenario={"testbed": "garcia2018", "methods": list(results)},
+        profile_sha256=prof.sha256, wall_s=round(wall, 2),
+        details={m: r.extra for m, r in results.items()},
+    )  # fmt: skip
+    if out is not None:
+        for p in exp.write_outputs(out, env, results):
+            console.log(f"wrote {p}")
+    if as_json:
+        emit_json(env)
+        return
+    pub = {p["method"]: p for p in published}
+    t = Table(title=f"simple-rt: model / published (seed {seed}, {dur:g} s per method)")
+    for col in (
+        "method",
+        "mean us",
+        "p99 us",
+        "SD us",
+        "p99.9 us",
+        "heavy Gbps",
+        "CPU %",
+        "CPU % by CPU",
+    ):
+        t.add_column(col, justify="right" if col != "method" else "left")
+    for r in rows:
+        p = pub.get(r["method"], {})
+        t.add_row(
+            r["method"],
+            _fmt(r["mean_us"], p.get("mean_us")),
+            _fmt(r["p99_us"], p.get("p99_us")),
+            _fmt(r["sd_us"], p.get("sd_us")),
+            _fmt(r["p999_us"]),
+            _fmt(r["heavy_gbps"], p.get("heavy_gbps")),
+            f"{r['cpu_util_pct']:.0f}",
+            " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
+        )
+    click.echo()
+    from rich.console import Console
+
+    Console().print(t)
+    click.echo(
+        f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
+        f"CPU than threaded. Wall time {wall:.1f} s."
+    )

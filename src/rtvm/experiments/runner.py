@@ -1,0 +1,110 @@
+"""Run one method on the testbed and summarise it (one row of DESIGN.md section 7).
+
+Module-level functions with plain arguments, so that a process pool can run methods in
+parallel. Heavy throughput and CPU utilisation are taken over [warmup, end] so the senders'
+ramp-up does not count; every completed RT request counts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtvm.kernel.profile import CostProfile, load_profile
+from rtvm.measure.stats import from_samples
+from rtvm.methods import METHODS
+from rtvm.testbed import build_testbed
+from rtvm.workloads.rr import RrConfig
+
+SEC = 1_000_000_000
+
+
+@dataclass
+class MethodResult:
+    row: dict[str, Any]
+    latencies_us: np.ndarray
+    segments_us: dict[str, np.ndarray]
+    wall_s: float
+    events: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _snapshot(tb: Any) -> tuple[list[int], int]:
+    for c in tb.kernel.cpus:
+        c.account()
+    return [c.busy_total_ns for c in tb.kernel.cpus], sum(h.consumed_bytes for h in tb.heavies)
+
+
+def run_method(
+    method: str,
+    duration_s: float,
+    seed: int = 1,
+    profile: str | Path | None = None,
+    overrides: dict[str, int] | None = None,
+    warmup_s: float = 0.1,
+    trace_path: str | None = None,
+    rr: dict[str, int] | None = None,
+    testbed: dict[str, Any] | None = None,
+) -> MethodResult:
+    """Simulate ``method`` for ``duration_s`` (simulated seconds) and summarise it."""
+    costs: CostProfile = load_profile(profile)
+    if overrides:
+        costs = costs.with_values(**overrides)
+    tracer = None
+    if trace_path:
+        from rtvm.kernel.trace import ChromeTracer
+
+        tracer = ChromeTracer()
+    rr_cfg = RrConfig(
+        server_compute_ns=costs.rt_server_compute,
+        working_set_bytes=costs.rt_server_ws_bytes,
+        **(rr or {}),
+    )
+    t0 = time.perf_counter()
+    tb = build_testbed(
+        METHODS[method], seed=seed, costs=costs, rr=rr_cfg, tracer=tracer, **(testbed or {})
+    )
+    end = int(duration_s * SEC)
+    warm = min(int(warmup_s * SEC), end // 2)
+    tb.sim.run(until=warm)
+    busy0, bytes0 = _snapshot(tb)
+    tb.sim.run(until=end)
+    busy1, bytes1 = _snapshot(tb)
+    wall = time.perf_counter() - t0
+    if tracer is not None:
+        tracer.write(trace_path)
+    window = end - warm
+    recs = tb.client.stats.completed()
+    lat = np.array([r.latency_ns for r in recs], dtype=np.float64) / 1000.0
+    seg = {
+        "host_receive_us": np.array([r.vm_entry - r.nic_rx for r in recs]) / 1000.0,
+        "guest_us": np.array([r.vm_exit - r.vm_entry for r in recs]) / 1000.0,
+        "host_send_us": np.array([r.wire_out - r.vm_exit for r in recs]) / 1000.0,
+    }
+    by_cpu = [100.0 * (b1 - b0) / window for b0, b1 in zip(busy0, busy1, strict=True)]
+    stats = from_samples(lat).row()
+    row: dict[str, Any] = {"method": method}
+    for key in ("mean_us", "p50_us", "p99_us", "p999_us", "max_us", "sd_us", "samples"):
+        row[key] = stats[key]
+    row["heavy_gbps"] = round((bytes1 - bytes0) * 8 / window, 3)
+    row["cpu_util_pct"] = round(sum(by_cpu) / len(by_cpu), 2)
+    row["cpu_util_pct_by_cpu"] = [round(x, 2) for x in by_cpu]
+    row["lost"] = tb.client.stats.sent - len(recs)
+    extra = {
+        "drops": dict(tb.kernel.drops),
+        "lock_waits": {k: list(v) for k, v in tb.kernel.lock_stats.items()},
+        "llc": {
+            o.name: {
+                "references": o.references,
+                "misses": o.misses,
+                "miss_ratio": round(o.miss_ratio, 4),
+            }
+            for o in tb.llc.owners.values()
+        },
+        "profile_sha256": costs.sha256,
+    }
+    return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)

@@ -1,0 +1,121 @@
+"""Scenario files (TOML), validated with pydantic: unknown keys, wrong types and values out of
+range are refused with one line per problem naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rtvm.kernel.host import GENERATIONS
+from rtvm.methods import METHODS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Host(_Strict):
+    cpus: int = Field(2, ge=1, le=64)
+    generation: str | None = None
+    hz: Literal[100, 250, 300, 1000] = 1000
+    halt_poll_ns: int | None = Field(None, ge=0, le=10_000_000)
+    event_idx: bool = True
+
+    @field_validator("generation")
+    @classmethod
+    def _known_generation(cls, v: str | None) -> str | None:
+        if v is not None and v not in GENERATIONS:
+            raise ValueError(f"unknown kernel generation; allowed: {', '.join(GENERATIONS)}")
+        return v
+
+
+class Rr(_Strict):
+    interarrival_min_us: int = Field(1000, ge=1)
+    interarrival_max_us: int = Field(10000, ge=1)
+    request_bytes: int = Field(64, ge=1, le=1472)
+    response_bytes: int = Field(64, ge=1, le=1472)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Rr:
+        if self.interarrival_max_us < self.interarrival_min_us:
+            raise ValueError("interarrival_max_us must be >= interarrival_min_us")
+        return self
+
+
+class Heavy(_Strict):
+    receivers: int = Field(2, ge=0, le=2)
+
+
+class Workload(_Strict):
+    rr: Rr = Rr()
+    heavy: Heavy = Heavy()
+
+
+class Profile(_Strict):
+    path: str | None = None
+    overrides: dict[str, int] = Field(default_factory=dict)
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    method: str
+    duration_s: float = Field(30.0, gt=0, le=3600)
+    seed: int = Field(1, ge=0)
+    warmup_s: float = Field(0.1, ge=0)
+    host: Host = Host()
+    workload: Workload = Workload()
+    profile: Profile = Profile()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method; allowed: {', '.join(METHODS)}")
+        return v
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    m: Any = model
+    for part in loc[:-1]:
+        field = m.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type):
+            return ""
+        m = field.annotation
+    return ", ".join(m.model_fields) if hasattr(m, "model_fields") else ""
+
+
+def format_errors(origin: str, err: ValidationError) -> list[str]:
+    """One line per problem: where, what value, what is allowed."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Scenario, loc)
+            lines.append(f"{origin}: unknown key {key}; allowed here: {allowed}")
+        elif e["type"] == "missing":
+            lines.append(f"{origin}: missing key {key}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            val = e.get("input")
+            shown = "" if isinstance(val, dict) else f" = {val!r}"
+            lines.append(f"{origin}: {key}{shown}: {msg}")
+    return lines
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Parse and validate; raises ValueError with one line per problem."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text("utf-8"))
+    except FileNotFoundError as e:
+        raise ValueError(f"{p}: no such file") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML: {e}") from e
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ValueError("\n".join(format_errors(str(p), e))) from e

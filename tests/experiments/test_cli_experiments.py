@@ -1,0 +1,135 @@
+"""rtvm sim / reproduce / calibrate: contracts, validation, and the fit procedure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rtvm.calibrate import BOUNDS, fit, objective, rewrite_profile
+from rtvm.experiments.published import SIMPLE_RT
+from rtvm.kernel.profile import load_profile, parse_profile
+
+
+def _rtvm(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "rtvm", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('method = "threaded"\n[host]\ncpuz = 2\n', "unknown key host.cpuz; allowed here: cpus"),
+        ('method = "nope"\n', "method = 'nope': unknown method; allowed: vanilla"),
+        ('method = "threaded"\nduration_s = "x"\n', "duration_s = 'x'"),
+        ('method = "threaded"\n[host]\ncpus = 0\n', "host.cpus = 0: Input should be greater"),
+        (
+            'method = "threaded"\n[workload.rr]\n'
+            "interarrival_min_us = 5\ninterarrival_max_us = 4\n",
+            "interarrival_max_us must be >= interarrival_min_us",
+        ),
+        ("method = \n", "not valid TOML"),
+    ],
+)
+def test_bad_scenarios_get_one_line_errors_and_exit_2(tmp_path, text, needle):
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    r = _rtvm("sim", str(p))
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert all(line.startswith("rtvm: error: ") for line in r.stderr.splitlines())
+
+
+def test_sim_json_is_one_object_with_the_contract(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "t"\nmethod = "outsourcing"\nduration_s = 0.1\n')
+    r = _rtvm(
+        "sim", str(p), "--json", "--out", str(tmp_path / "o"), "--trace", str(tmp_path / "t.json")
+    )
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert env["experiment"] == "t" and env["seed"] == 1 and env["published"] == []
+    assert env["rows"][0]["method"] == "outsourcing" and env["profile_sha256"]
+    assert (tmp_path / "o" / "results.json").exists()
+    trace = json.loads((tmp_path / "t.json").read_text())
+    assert any(e.get("cat") == "thread" for e in trace["traceEvents"])
+
+
+def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
+    r = _rtvm(
+        "reproduce",
+        "simple-rt",
+        "--duration",
+        "0.1",
+        "--jobs",
+        "1",
+        "--json",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert [row["method"] for row in env["rows"]] == [
+        "vanilla",
+        "threaded",
+        "exclusive",
+        "outsourcing",
+    ]
+    assert env["published"] == SIMPLE_RT and env["duration_s"] == 0.1
+    for f in (
+        "results.json",
+        "simple_rt.csv",
+        "latencies.npz",
+        "fig6_latency.png",
+        "fig7_throughput.png",
+        "fig8_cpu.png",
+    ):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_objective_is_zero_at_the_published_table_and_grows_with_error():
+    rows = [dict(p) for p in SIMPLE_RT]
+    assert objective(rows)[0] == pytest.approx(0.0)
+    rows[0]["mean_us"] *= 2
+    j, res = objective(rows)
+    assert j == pytest.approx(0.6931471805599453**2)
+    assert res[0]["mean_us_rel_err_pct"] == 100.0
+
+
+def test_fit_moves_only_fitted_costs_and_is_deterministic():
+    base = load_profile()
+    fitted = {k for k, c in base.entries.items() if c.status == "fitted"}
+    assert fitted and fitted <= set(BOUNDS)
+    target = {
+        "copy_per_byte_cold_milli": 180,
+        "rt_stage_ws_bytes": 8000,
+        "rt_server_ws_bytes": 30000,
+    }
+
+    def evaluate(vals):  # a synthetic model: published iff vals == target
+        err = sum((vals[k] / target[k]) for k in target) / 3
+        return [dict(p, mean_us=p["mean_us"] * err) for p in SIMPLE_RT]
+
+    v1, j1, _ = fit(base, evaluate)
+    v2, j2, _ = fit(base, evaluate)
+    assert (v1, j1) == (v2, j2)
+    assert set(v1) == fitted
+    assert j1 < objective(evaluate({k: base.entries[k].value for k in fitted}))[0]
+
+
+def test_rewrite_profile_changes_only_values():
+    text = (
+        load_profile.__globals__["resources"]
+        .files("rtvm.profiles")
+        .joinpath("testbed.toml")
+        .read_text()
+    )
+    new = rewrite_profile(text, {"rt_stage_ws_bytes": 1234}, "note")
+    p = parse_profile(new)
+    assert p.rt_stage_ws_bytes == 1234
+    old = parse_profile(text)
+    assert {k for k in p.entries if p.entries[k] != old.entries[k]} == {"rt_stage_ws_bytes"}

@@ -1,0 +1,79 @@
+"""Methods are wirings only; the testbed builds each; runs are deterministic per seed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rtvm.experiments.runner import run_method
+from rtvm.methods import METHODS, PAPER_METHODS
+from rtvm.methods.base import MethodSpec, Sched
+from rtvm.testbed import build_testbed
+
+
+def test_a_method_holds_no_costs():
+    allowed = (str, int, bool, tuple, Sched)
+    for m in METHODS.values():
+        for f in dataclasses.fields(MethodSpec):
+            assert isinstance(getattr(m, f.name), allowed), (m.name, f.name)
+        assert not any("cost" in f.name or "_ns" in f.name for f in dataclasses.fields(m))
+
+
+def test_priorities_follow_the_testbed_table():
+    for name in ("threaded", "exclusive", "outsourcing"):
+        m = METHODS[name]
+        assert (m.rt_irq.prio, m.rt_vhost.prio, m.rt_vcpu.prio) == (50, 48, 47)
+        assert m.heavy_irq.prio == m.heavy_vhost.prio == m.heavy_vcpu.prio == 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_builds_and_serves_requests(name):
+    tb = build_testbed(METHODS[name], request_times=[1_000_000, 3_000_000])
+    tb.sim.run(until=20_000_000)
+    assert len(tb.client.stats.completed()) == 2
+    assert sum(h.consumed_bytes for h in tb.heavies) > 0
+
+
+def test_exclusive_keeps_non_rt_work_off_the_rt_cpu():
+    tb = build_testbed(METHODS["exclusive"])
+    tb.sim.run(until=50_000_000)
+    rt_cpu = tb.kernel.cpus[1]
+    for name in rt_cpu.by_name:
+        assert "heavy" not in name and "eth1" not in name and "eth2" not in name, name
+
+
+def test_outsourcing_has_no_vhost_threads_and_uses_the_rt_poll_list():
+    tb = build_testbed(METHODS["outsourcing"])
+    names = {t.name for t in tb.kernel.tasks}
+    assert not any(n.startswith("vhost") for n in names)
+    tb.sim.run(until=50_000_000)
+    assert tb.rxq.napi.on_rt_list
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    a = run_method("threaded", 0.15, seed=3)
+    b = run_method("threaded", 0.15, seed=3)
+    c = run_method("threaded", 0.15, seed=4)
+    assert a.row == b.row and (a.latencies_us == b.latencies_us).all()
+    assert a.row != c.row
+
+
+def test_row_has_the_contract_keys():
+    r = run_method("outsourcing", 0.15).row
+    for key in (
+        "method",
+        "mean_us",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "sd_us",
+        "samples",
+        "heavy_gbps",
+        "cpu_util_pct",
+        "cpu_util_pct_by_cpu",
+    ):
+        assert key in r
+    assert len(r["cpu_util_pct_by_cpu"]) == 2
+    assert set(PAPER_METHODS) <= set(METHODS)
