@@ -118,6 +118,7 @@ def irq_exit_softirq(cpu: Cpu, frame: IrqFrame) -> Code:
     if s.serving or (cpu.curr is not None and cpu.curr.bh_count > 0):
         return  # in_interrupt(): the softirq being served will see the pending bit
     frame.irqs_off = False  # softirqs run with interrupts enabled
+    cpu.account()
     frame.account_as = "softirq"
     yield from do_softirq_loop(cpu, frame)
 
@@ -208,6 +209,7 @@ def _run_vector(cpu: Cpu, ctx: Context, vec: int) -> Code:
     if handler is None:
         return
     saved = ctx.account_as
+    cpu.account()  # close the slice so far under its own kind before switching kinds
     ctx.account_as = "softirq"
     s.serving += 1
     try:
@@ -215,6 +217,7 @@ def _run_vector(cpu: Cpu, ctx: Context, vec: int) -> Code:
         yield from handler(cpu, ctx)
     finally:
         s.serving -= 1
+        cpu.account()
         ctx.account_as = saved
 
 
