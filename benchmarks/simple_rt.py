@@ -35,9 +35,11 @@ def speed(duration: float, traced: bool) -> dict[str, float]:
 
 
 def peak_rss_mb(method: str, duration: float) -> float:
-    code = ("import resource,sys; from rtvm.experiments.runner import run_method; "
-            f"run_method({method!r}, {duration}, 1); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    code = (
+        "import resource,sys; from rtvm.experiments.runner import run_method; "
+        f"run_method({method!r}, {duration}, 1); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])
 
@@ -54,17 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory:
         short, long_ = args.memory
         a, b = peak_rss_mb(args.method, short), peak_rss_mb(args.method, long_)
-        result.update(method=args.method, short_s=short, long_s=long_, short_peak_mb=round(a, 1),
-                      long_peak_mb=round(b, 1), memory_ratio=round(b / a, 3))
+        result.update(
+            method=args.method,
+            short_s=short,
+            long_s=long_,
+            short_peak_mb=round(a, 1),
+            long_peak_mb=round(b, 1),
+            memory_ratio=round(b / a, 3),
+        )
     else:
         plain = speed(args.duration, traced=False)
-        result.update(duration_s=args.duration,
-                      wall_s={k: round(v, 2) for k, v in plain.items()},
-                      total_wall_s=round(sum(plain.values()), 2))
+        result.update(
+            duration_s=args.duration,
+            wall_s={k: round(v, 2) for k, v in plain.items()},
+            total_wall_s=round(sum(plain.values()), 2),
+        )
         if not args.no_trace:
             traced = speed(args.duration, traced=True)
-            result.update(traced_total_wall_s=round(sum(traced.values()), 2),
-                          trace_overhead=round(sum(traced.values()) / sum(plain.values()), 2))
+            result.update(
+                traced_total_wall_s=round(sum(traced.values()), 2),
+                trace_overhead=round(sum(traced.values()) / sum(plain.values()), 2),
+            )
     result["self_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
