@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rtvm.cli_support import command_epilog, common_options, console, emit_json
+from rtvm.cli_support import RunFailed, command_epilog, common_options, console, emit_json
 from rtvm.measure import probe, results
 
 
@@ -65,6 +65,12 @@ def _finish(
     console.print(f"results: {paths[0]}")
     if as_json:
         emit_json(env)
+    failures = env.get("failures") or []
+    if failures:
+        raise RunFailed(
+            f"{len(failures)} of {len(env['rows'])} runs failed (their rows carry the error; "
+            f"the others are in {paths[0]}); first: {failures[0]}"
+        )
 
 
 def _loads(values: tuple[str, ...], default: tuple[str, ...]) -> list[Any]:
@@ -123,7 +129,7 @@ def _loads(values: tuple[str, ...], default: tuple[str, ...]) -> list[Any]:
     "--histogram",
     "histogram_us",
     type=click.IntRange(10, 1_000_000),
-    default=10000,
+    default=100000,
     show_default=True,
     help="Histogram range in us (cyclictest -h); samples above it are overflows.",
 )
@@ -379,9 +385,9 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--boot-timeout",
             type=click.FloatRange(5, 3600),
-            default=90,
-            show_default=True,
-            help="Seconds the guest may take to boot (and to answer) before it is killed.",
+            default=None,
+            help="Seconds the guest may take to boot (and to answer) before it is killed "
+            "[90; under host load 300].",
         ),
     ]
     for o in reversed(opts):
@@ -441,7 +447,7 @@ def _qemu_scheds(values: tuple[str, ...], cpus: str | None, quick: bool) -> tupl
     "--histogram",
     "histogram_us",
     type=click.IntRange(10, 1_000_000),
-    default=10000,
+    default=100000,
     show_default=True,
     help="Histogram range in us.",
 )
@@ -468,7 +474,7 @@ def vm_timer(
     qemu_cpus: str | None,
     vcpus: int,
     mem: int,
-    boot_timeout: float,
+    boot_timeout: float | None,
     seed: int,
     quick: bool,
     out: Path | None,
@@ -553,7 +559,7 @@ def vm_rr(
     qemu_cpus: str | None,
     vcpus: int,
     mem: int,
-    boot_timeout: float,
+    boot_timeout: float | None,
     seed: int,
     quick: bool,
     out: Path | None,

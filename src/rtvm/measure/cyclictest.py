@@ -30,7 +30,7 @@ class CyclictestConfig:
     threads_per_cpu: int = 1
     cpus: tuple[int, ...] = ()  # empty: all CPUs this process may use
     duration_s: int = 10
-    histogram_us: int = 1000
+    histogram_us: int = 100000
     mlock: bool = True
 
     def cpu_list(self) -> list[int]:

@@ -65,8 +65,9 @@ case "$P_mode" in
       --threads=$P_threads --affinity=0-$(( $(nproc) - 1 )) $pol $prio --mlockall \
       --json=/tmp/ct.json > /tmp/ct.hist 2> /tmp/ct.err
     say "RTVM:RC cyclictest $?"
-    emit cyclictest.json /tmp/ct.json
-    emit cyclictest.hist /tmp/ct.hist
+    # the text histogram (every bucket, zeros included) only when the JSON is missing
+    if [ -s /tmp/ct.json ]; then emit cyclictest.json /tmp/ct.json
+    else emit cyclictest.hist /tmp/ct.hist; fi
     emit cyclictest.err /tmp/ct.err
     ;;
   rr)

@@ -43,7 +43,7 @@ from rtvm.measure.rr import (
     scenario_dict,
 )
 from rtvm.measure.stress import HostLoad, LoadSpec
-from rtvm.measure.tools import run_tool, which
+from rtvm.measure.tools import ToolFailed, run_tool, which
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,13 @@ class GuestOptions:
     mem_mb: int = 512
     qemu: tuple[QemuSched, ...] = (QemuSched(),)
     loads: tuple[LoadSpec, ...] = (LoadSpec("none"),)
-    boot_timeout_s: float = 90.0
+    boot_timeout_s: float | None = None  # None: 90 s idle, 300 s under host load
+
+    def boot_s(self, loaded: bool = False) -> float:
+        if self.boot_timeout_s is not None:
+            return self.boot_timeout_s
+        return 300.0 if loaded else 90.0
+
     seed: int = 1
 
 
@@ -122,7 +128,7 @@ def _run_guest(
     deadline: float,
     q: QemuSched,
     state: _AccelState,
-    opts: GuestOptions,
+    boot_s: float,
     body: Any,
 ) -> Any:
     """Boot (with KVM fallbacks), run ``body(guest)``, always stop the guest."""
@@ -135,7 +141,7 @@ def _run_guest(
                 raise
             continue
         try:
-            g.wait_event("RTVM:BOOTED", opts.boot_timeout_s)
+            g.wait_event("RTVM:BOOTED", boot_s)
             return body(g, threads)
         except GuestFailed as exc:
             if not _kvm_retry(exc, state):
@@ -160,6 +166,24 @@ def _kvm_retry(exc: GuestFailed, state: _AccelState) -> bool:
         state.choice = accel_mod.Choice("tcg", "KVM failed at run time", False)
         return True
     return False
+
+
+def _failed(
+    label: str,
+    exc: RunFailed,
+    base: dict[str, Any],
+    rows: list[dict[str, Any]],
+    failures: list[str],
+    outputs: dict[str, str],
+) -> None:
+    """A guest run that failed: a row with its error, and the run goes on with the others."""
+    msg = exc.format_message()
+    if isinstance(exc, GuestFailed):
+        outputs[f"{label}/console"] = exc.console_text[-400000:]
+        outputs[f"{label}/qemu"] = exc.qemu_text[-50000:]
+    console.print(f"[red]failed:[/] {label}: {msg}")
+    failures.append(f"{label}: {msg}")
+    rows.append({**base, "error": msg})
 
 
 def _accel_state(requested: str) -> _AccelState:
@@ -209,7 +233,8 @@ def _vm_timer_one(
 ) -> tuple[cyclictest.CyclictestResult, str, dict[str, Any], str, float]:
     initrd = initramfs.build(k)
     # under TCG a guest needs about 2x its run time idle, more under load
-    deadline = opts.boot_timeout_s + 6.0 * cfg.duration_s + 60
+    boot_s = opts.boot_s(load.active)
+    deadline = boot_s + 6.0 * cfg.duration_s + 60
     params = {
         "mode": "timer",
         "duration": str(cfg.duration_s),
@@ -227,7 +252,7 @@ def _vm_timer_one(
             deadline,
             q,
             state,
-            opts,
+            boot_s,
             functools.partial(_timer_body, deadline),
         )
     wall = time.monotonic() - t_run
@@ -262,6 +287,7 @@ def run_vm_timer(
     arrays: dict[str, np.ndarray] = {}
     outputs: dict[str, str] = {}
     host = _host_base()
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="rtvm-vm-timer-") as tmp:
         for load in opts.loads:
             for q in opts.qemu:
@@ -273,22 +299,25 @@ def run_vm_timer(
                         f"cyclictest {cfg.duration_s} s"
                     )
                     work = Path(tmp) / results.slug(label)
-                    res, text, threads, acc, wall = _vm_timer_one(
-                        k, q, load, cfg, opts, state, work
-                    )
                     base = {
                         "target": "guest",
                         **host,
                         "guest_kernel": k.release,
                         "guest_preemption": k.preemption,
-                        "accelerator": acc,
+                        "accelerator": state.choice.accel,
                         "load": load.label,
                         "qemu_sched": q.label(),
                         "vcpus": opts.vcpus,
-                        "threads": len(res.threads),
                         "interval_us": cfg.interval_us,
-                        "wall_s": round(wall, 1),
                     }
+                    try:
+                        res, text, threads, acc, wall = _vm_timer_one(
+                            k, q, load, cfg, opts, state, work
+                        )
+                    except (GuestFailed, ToolFailed) as exc:
+                        _failed(label, exc, base, rows, failures, outputs)
+                        continue
+                    base.update(accelerator=acc, threads=len(res.threads), wall_s=round(wall, 1))
                     rows.append(results.latency_row(base, res.stats()))
                     key = results.slug(label)
                     arrays.update(results.hist_arrays(key, res.histogram(), res.overflows()))
@@ -323,6 +352,8 @@ def run_vm_timer(
         notes=_finish_notes(state, rows),
         wall_s=round(time.monotonic() - t0, 1),
     )
+    if failures:
+        env["failures"] = failures
     return env, arrays, outputs
 
 
@@ -388,7 +419,7 @@ def _rr_body(
     g: QemuGuest,
     threads: dict[str, Any],
 ) -> Any:
-    g.wait_event("RTVM:READY", opts.boot_timeout_s)
+    g.wait_event("RTVM:READY", opts.boot_s())
     with HeavyReceivers(
         run.nheavy, run.net == "tap", rr.duration_s + 1, rr.heavy_party, run.work, f"{run.idx}"
     ) as heavy:
@@ -401,7 +432,7 @@ def _vm_rr_one(
     run: _RrRun, rr: RrOptions, opts: GuestOptions, state: _AccelState
 ) -> tuple[Any, HeavyReceivers, str, str]:
     hold = rr.duration_s + 40
-    deadline = opts.boot_timeout_s + hold + 30
+    deadline = opts.boot_s() + hold + 30
     params = {
         "mode": "rr",
         "port": "11111",
@@ -430,7 +461,7 @@ def _vm_rr_one(
             deadline,
             run.q,
             state,
-            opts,
+            opts.boot_s(),
             functools.partial(_rr_body, run, rr, opts, client_ns, target, port),
         )
     finally:
@@ -463,6 +494,7 @@ def run_vm_rr(
     arrays: dict[str, np.ndarray] = {}
     outputs: dict[str, str] = {}
     host = _host_base()
+    failures: list[str] = []
     idx = 0
     srv = rr.server.sched
     with tempfile.TemporaryDirectory(prefix="rtvm-vm-rr-") as tmp:
@@ -480,9 +512,23 @@ def run_vm_rr(
                             f"over {net}, qemu threads {q.label()}, {nheavy} heavy receiver(s)"
                         )
                         run = _RrRun(k, initrd, q, driver, nheavy, net, idx, work)
-                        (rtt, rec, counts, text), heavy, ctext, acc, threads = _vm_rr_one(
-                            run, rr, opts, state
-                        )
+                        try:
+                            (rtt, rec, counts, text), heavy, ctext, acc, threads = _vm_rr_one(
+                                run, rr, opts, state
+                            )
+                        except (GuestFailed, ToolFailed) as exc:
+                            fail_base = {
+                                "target": "guest",
+                                **host,
+                                "guest_kernel": k.release,
+                                "accelerator": state.choice.accel,
+                                "net": net,
+                                "driver": driver,
+                                "heavy_receivers": nheavy,
+                                "qemu_sched": q.label(),
+                            }
+                            _failed(label, exc, fail_base, rows, failures, outputs)
+                            continue
                         outputs[f"{label}/qemu_threads"] = json.dumps(threads)
                         outputs[f"{label}/client"] = text[-50000:]
                         outputs[f"{label}/console"] = ctext[-100000:]
@@ -527,4 +573,6 @@ def run_vm_rr(
         notes=notes,
         wall_s=round(time.monotonic() - t0, 1),
     )
+    if failures:
+        env["failures"] = failures
     return env, arrays, outputs
