@@ -146,6 +146,8 @@ def sim(
         ),
         " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
     )
+    import shutil
+
     from rich.console import Console
 
-    Console().print(t)
+    Console(width=max(110, shutil.get_terminal_size((110, 24)).columns)).print(t)

@@ -29,7 +29,7 @@ def reproduce() -> None:
 def _fmt(v: float | None, pub: float | None = None) -> str:
     if v is None:
         return "-"
-    return f"{v:.1f}" if pub is None else f"{v:.1f} / {pub:.1f}"
+    return f"{v:.1f}" if pub is None else f"{v:.1f} ({pub:.1f})"
 
 
 @reproduce.command(
@@ -113,7 +113,7 @@ def simple_rt(
         emit_json(env)
         return
     pub = {p["method"]: p for p in published}
-    t = Table(title=f"simple-rt: model / published (seed {seed}, {dur:g} s per method)")
+    t = Table(title=f"simple-rt: model (published), seed {seed}, {dur:g} s per method")
     for col in (
         "method",
         "mean us",
@@ -124,7 +124,7 @@ def simple_rt(
         "CPU %",
         "CPU % by CPU",
     ):
-        t.add_column(col, justify="right" if col != "method" else "left")
+        t.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for r in rows:
         p = pub.get(r["method"], {})
         t.add_row(
@@ -138,9 +138,11 @@ def simple_rt(
             " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
         )
     click.echo()
+    import shutil
+
     from rich.console import Console
 
-    Console().print(t)
+    Console(width=max(110, shutil.get_terminal_size((110, 24)).columns)).print(t)
     click.echo(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
         f"CPU than threaded. Wall time {wall:.1f} s."
