@@ -83,6 +83,39 @@ def _loads(values: tuple[str, ...], default: tuple[str, ...]) -> list[Any]:
 
 
 # -- timer ------------------------------------------------------------------------------------
+def cyclictest_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """cyclictest's own options, the same for the host (timer) and the guest (vm-timer)."""
+    f = click.option(
+        "--histogram",
+        "histogram_us",
+        type=click.IntRange(10, 1_000_000),
+        default=100000,
+        show_default=True,
+        help="Histogram range in us (cyclictest -h); samples above it are overflows.",
+    )(f)
+    f = click.option(
+        "--policy",
+        type=click.Choice(["fifo", "rr", "other"]),
+        default="fifo",
+        show_default=True,
+        help="Scheduling policy of the measuring threads.",
+    )(f)
+    f = click.option(
+        "--priority",
+        type=click.IntRange(1, 99),
+        default=95,
+        show_default=True,
+        help="RT priority of the measuring threads (cyclictest -p).",
+    )(f)
+    return click.option(
+        "--interval",
+        type=click.IntRange(50, 1_000_000),
+        default=1000,
+        show_default=True,
+        help="Timer interval in us (cyclictest -i).",
+    )(f)
+
+
 @measure.command(
     epilog=command_epilog(
         "rtvm measure timer --duration 10",
@@ -96,27 +129,7 @@ def _loads(values: tuple[str, ...], default: tuple[str, ...]) -> list[Any]:
     default=None,
     help="Seconds per run [10; --quick: 5].",
 )
-@click.option(
-    "--interval",
-    type=click.IntRange(50, 1_000_000),
-    default=1000,
-    show_default=True,
-    help="Timer interval in us (cyclictest -i).",
-)
-@click.option(
-    "--priority",
-    type=click.IntRange(1, 99),
-    default=95,
-    show_default=True,
-    help="RT priority of the measuring threads (cyclictest -p).",
-)
-@click.option(
-    "--policy",
-    type=click.Choice(["fifo", "rr", "other"]),
-    default="fifo",
-    show_default=True,
-    help="Scheduling policy of the measuring threads.",
-)
+@cyclictest_options
 @click.option(
     "--threads-per-cpu",
     type=click.IntRange(1, 64),
@@ -125,14 +138,6 @@ def _loads(values: tuple[str, ...], default: tuple[str, ...]) -> list[Any]:
     help="Measuring threads per CPU, pinned round-robin (cyclictest -t -a).",
 )
 @click.option("--cpus", default=None, help="CPU list to measure on, like taskset -c [all].")
-@click.option(
-    "--histogram",
-    "histogram_us",
-    type=click.IntRange(10, 1_000_000),
-    default=100000,
-    show_default=True,
-    help="Histogram range in us (cyclictest -h); samples above it are overflows.",
-)
 @click.option(
     "--load",
     "loads",
@@ -422,35 +427,7 @@ def _qemu_scheds(values: tuple[str, ...], cpus: str | None, quick: bool) -> tupl
     default=None,
     help="Seconds of cyclictest in the guest [10; --quick: 5].",
 )
-@click.option(
-    "--interval",
-    type=click.IntRange(50, 1_000_000),
-    default=1000,
-    show_default=True,
-    help="Timer interval in us (guest cyclictest -i).",
-)
-@click.option(
-    "--priority",
-    type=click.IntRange(1, 99),
-    default=95,
-    show_default=True,
-    help="RT priority of cyclictest in the guest.",
-)
-@click.option(
-    "--policy",
-    type=click.Choice(["fifo", "rr", "other"]),
-    default="fifo",
-    show_default=True,
-    help="Policy of cyclictest in the guest.",
-)
-@click.option(
-    "--histogram",
-    "histogram_us",
-    type=click.IntRange(10, 1_000_000),
-    default=100000,
-    show_default=True,
-    help="Histogram range in us.",
-)
+@cyclictest_options
 @click.option(
     "--load",
     "loads",
