@@ -58,64 +58,38 @@ class ChromeTracer:
             }
         )
 
+    def _instant(
+        self, pid: int, tid: int, now: int, name: str, cat: str, args: dict[str, Any] | None = None
+    ) -> None:
+        ev: dict[str, Any] = {
+            "ph": "i",
+            "s": "t",
+            "pid": pid,
+            "tid": tid,
+            "ts": _us(now),
+            "name": name,
+            "cat": cat,
+        }
+        if args:
+            ev["args"] = args
+        self._emit(ev)
+
     def sched_switch(self, cpu: int, prev: Any, nxt: Any, now: int) -> None:
-        self._emit(
-            {
-                "ph": "i",
-                "s": "t",
-                "pid": HOST_PID,
-                "tid": cpu,
-                "ts": _us(now),
-                "name": "sched_switch",
-                "cat": "sched",
-                "args": {
-                    "prev": getattr(prev, "name", "idle"),
-                    "next": getattr(nxt, "name", "idle"),
-                },
-            }
-        )
+        names = {"prev": getattr(prev, "name", "idle"), "next": getattr(nxt, "name", "idle")}
+        self._instant(HOST_PID, cpu, now, "sched_switch", "sched", names)
 
     def wakeup(self, t: Any, cpu: int, now: int) -> None:
-        self._emit(
-            {
-                "ph": "i",
-                "s": "t",
-                "pid": HOST_PID,
-                "tid": cpu,
-                "ts": _us(now),
-                "name": f"wakeup {t.name}",
-                "cat": "sched",
-                "args": {"prio": t.prio},
-            }
-        )
+        self._instant(HOST_PID, cpu, now, f"wakeup {t.name}", "sched", {"prio": t.prio})
 
     def prio_change(self, t: Any, old: int, new: int, now: int) -> None:
         cpu = t.cpu.id if t.cpu is not None else 0
         what = "PI boost" if new > old else "PI unboost"
-        self._emit(
-            {
-                "ph": "i",
-                "s": "t",
-                "pid": HOST_PID,
-                "tid": cpu,
-                "ts": _us(now),
-                "name": f"{what} {t.name} {old}->{new}",
-                "cat": "pi",
-            }
-        )
+        self._instant(HOST_PID, cpu, now, f"{what} {t.name} {old}->{new}", "pi")
 
     def lock_wait_begin(self, t: Any, lock: Any, now: int) -> None:
-        self._emit(
-            {
-                "ph": "i",
-                "s": "t",
-                "pid": LOCKS_PID,
-                "tid": self._lock_tid(t.name),
-                "ts": _us(now),
-                "name": f"blocks on {lock.name}",
-                "cat": "lock",
-                "args": {"owner": lock.owner.name if lock.owner else None},
-            }
+        owner = {"owner": lock.owner.name if lock.owner else None}
+        self._instant(
+            LOCKS_PID, self._lock_tid(t.name), now, f"blocks on {lock.name}", "lock", owner
         )
 
     def lock_wait_end(self, t: Any, lock: Any, start: int, end: int) -> None:
@@ -149,17 +123,7 @@ class ChromeTracer:
             "bp": "e",
         }
         self._emit(ev)
-        self._emit(
-            {
-                "ph": "i",
-                "s": "t",
-                "pid": HOST_PID,
-                "tid": cpu,
-                "ts": _us(now),
-                "name": f"{step} pkt {pkt.id}",
-                "cat": "packet",
-            }
-        )
+        self._instant(HOST_PID, cpu, now, f"{step} pkt {pkt.id}", "packet")
 
     def _lock_tid(self, name: str) -> int:
         if name not in self._lock_tids:
