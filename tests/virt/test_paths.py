@@ -88,3 +88,11 @@ def test_property_each_request_answered_once_with_ordered_probes(io, wake, gaps)
     assert len({r.req_id for r in done}) == len(done)
     for r in done:
         assert r.nic_rx <= r.vm_entry <= r.vm_exit <= r.wire_out
+
+
+def test_more_requests_than_ring_slots_are_all_answered():
+    # 600 requests > 256 TX ring slots: sent buffers must be reclaimed (free_old_xmit_skbs)
+    times = [1 * MS + i * 50_000 for i in range(600)]
+    for io in ("virtio", "outsourcing"):
+        p = _run(io, times=times, until=40 * MS)
+        assert len(p.client.stats.completed()) == 600, io

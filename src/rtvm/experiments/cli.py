@@ -143,6 +143,13 @@ def simple_rt(
     from rich.console import Console
 
     Console(width=max(110, shutil.get_terminal_size((110, 24)).columns)).print(t)
+    for r in rows:
+        if r["lost"] > max(2, r["samples"] // 100):
+            click.echo(
+                f"warning: {r['method']}: {r['lost']} of {r['samples'] + r['lost']} "
+                "requests got no response: the figures cover the answered ones only",
+                err=True,
+            )
     click.echo(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
         f"CPU than threaded. Wall time {wall:.1f} s."

@@ -240,8 +240,12 @@ class GuestVirtioNet:
         """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit)."""
         k = self.guest.vm.kernel
         yield k.costs.syscall + k.costs.guest_tx_per_packet + nbytes_copy(self.guest, pkt)
+        while self.txvq.get_used() is not None:  # free_old_xmit_skbs(): reclaim sent buffers
+            pass
         while not self.txvq.add_buf(pkt, pkt.npkts):
             yield 1_000  # ring full: the real driver stops the queue; retry later
+            while self.txvq.get_used() is not None:
+                pass
         # The host has the frame from here: at the kick's VM exit, or now if vhost is
         # running and the kick is suppressed (EVENT_IDX).
         pkt.stamps.setdefault("vm_exit", k.sim.now)
