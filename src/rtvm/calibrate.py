@@ -111,7 +111,13 @@ def rewrite_profile(text: str, values: dict[str, int], note: str) -> str:
         text, n = pat.subn(rf"\g<1>{v}", text)
         if n != 1:
             raise ValueError(f"cost {key} not found once in the profile")
-    return f"# {note}\n{text}" if not text.startswith(f"# {note}") else text
+    lines = text.splitlines(keepends=True)
+    while lines and lines[0].startswith(_NOTE_PREFIXES):  # replace an earlier fit's note
+        lines.pop(0)
+    return f"# {note}\n" + "".join(lines)
+
+
+_NOTE_PREFIXES = ("# fitted by rtvm calibrate", "# best so far of rtvm calibrate", "# candidate")
 
 
 @click.command(
