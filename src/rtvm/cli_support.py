@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -210,19 +209,3 @@ def result_envelope(
     }
     env.update(extra)
     return env
-
-
-def handles_interrupt(cleanup: Callable[[], None]) -> Callable[[F], F]:
-    """Run ``cleanup`` whatever happens (error, Ctrl-C) before the error reaches the user."""
-
-    def deco(f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return f(*args, **kwargs)
-            finally:
-                cleanup()
-
-        return wrapper  # type: ignore[return-value]
-
-    return deco

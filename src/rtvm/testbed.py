@@ -16,7 +16,7 @@ traffic streamed through the LLC since costs misses (kernel/llc.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from rtvm.engine import Simulator
@@ -197,8 +197,6 @@ def _build_heavy(
     vm = Vm(k, f"heavy{i}", llc=llc)
     vcpu = _vcpu(vm, m.heavy_vcpu, halt_poll_ns)
     wire = Wire(k, 10 * GBPS)
-    heavy: dict[str, Any] = {}
-
     if m.heavy_io == "virtio":
         rxvq, txvq = Virtqueue(f"h{i}-rx", 256, event_idx), Virtqueue(f"h{i}-tx", 256, event_idx)
         worker = VhostWorker(
@@ -247,7 +245,6 @@ def _build_heavy(
     # and the tap queue hold, as autotuned receive buffers keep it for a LAN flow.
     sender = TcpSender(k, wire, rxq, name=f"iperf{i}", window_bytes=512 * 1024)
     h = Heavy(vm, rxq, sender)
-    heavy["h"] = h
 
     def reader(gt: Any) -> Code:
         """iperf -s: read and count; the ACK goes back to the sender."""
@@ -354,4 +351,4 @@ def build_rt_path(
     )
 
 
-__all__ = ["SEC", "Heavy", "RtPathSpec", "Testbed", "build_rt_path", "build_testbed", "replace"]
+__all__ = ["SEC", "Heavy", "RtPathSpec", "Testbed", "build_rt_path", "build_testbed"]

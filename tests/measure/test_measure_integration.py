@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from measure_helpers import need_root, need_tools, rtvm_cli
 
-from rtvm.measure import stats
+from rtvm.analysis import stats
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtvm.measure import stats
+from rtvm.analysis import stats
 
 
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=400))

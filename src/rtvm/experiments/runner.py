@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rtvm.analysis.stats import from_samples
 from rtvm.kernel.profile import CostProfile, load_profile
-from rtvm.measure.stats import from_samples
 from rtvm.methods import METHODS
 from rtvm.testbed import build_testbed
 from rtvm.workloads.rr import RrConfig

@@ -199,7 +199,6 @@ class Cpu:
         if isinstance(ctx, IrqFrame):
             self.account()
             self.irq_stack.pop()
-            self.kernel.irq_exited(self, ctx)
             if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
                 self._take_pending_irq()
                 return

@@ -291,9 +291,6 @@ class Kernel:
             on_loss(pkt.nbytes)
 
     # -- hooks -----------------------------------------------------------------------------
-    def irq_exited(self, cpu: Cpu, frame: Any) -> None:
-        """Called when an interrupt frame ends (tracing)."""
-
     def utilisation(self) -> dict[str, Any]:
         """Busy time per CPU and in total, in percent of elapsed time (DESIGN.md section 7)."""
         for c in self.cpus:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtvm.measure import stats
+from rtvm.analysis import stats
 from rtvm.measure.tools import ToolFailed, run_tool, which
 
 POLICIES = ("fifo", "rr", "other")

@@ -6,7 +6,7 @@ Files under ``--out`` (each written atomically):
   rtvm version, the ``host`` block, the scenario, the CI method, notes).
 - ``<experiment>-raw.npz``: the raw samples, compressed (``numpy.savez_compressed``): per row a
   histogram (``<row>_hist_us``/``<row>_hist_count``) or per-request records, so that every
-  statistic can be recomputed with ``rtvm.measure.stats``.
+  statistic can be recomputed with ``rtvm.analysis.stats``.
 - ``<experiment>-tools.json.gz``: the tools' own outputs (cyclictest JSON, sockperf and iperf3
   logs, the guest's serial console), gzip-compressed.
 """
@@ -24,8 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from rtvm.analysis import stats
 from rtvm.cli_support import atomic_write_bytes, atomic_write_json, console
-from rtvm.measure import stats
 
 TABLE_STATS = ("samples", "min_us", "mean_us", "p50_us", "p99_us", "p999_us", "max_us", "sd_us")
 

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 import rtvm
+from rtvm.analysis import stats
 from rtvm.cli_support import console, result_envelope
-from rtvm.measure import hostinfo, iperf3, netns, probe, results, sched, sockperf, stats
+from rtvm.measure import hostinfo, iperf3, netns, probe, results, sched, sockperf
 from rtvm.measure.tools import Background, ToolFailed, wait_for, which
 
 EXPERIMENT = "measure-rr"

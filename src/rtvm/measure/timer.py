@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from rtvm.analysis import stats
 from rtvm.cli_support import console, result_envelope
-from rtvm.measure import cyclictest, hostinfo, results, stats, stress
+from rtvm.measure import cyclictest, hostinfo, results, stress
 from rtvm.measure.stress import HostLoad, LoadSpec
 from rtvm.measure.tools import which
 

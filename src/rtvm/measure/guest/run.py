@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from rtvm.analysis import stats
 from rtvm.cli_support import RunFailed, console, result_envelope
-from rtvm.measure import cyclictest, hostinfo, netns, results, sched, stats
+from rtvm.measure import cyclictest, hostinfo, netns, results, sched
 from rtvm.measure.guest import accel as accel_mod
 from rtvm.measure.guest import console as console_mod
 from rtvm.measure.guest import initramfs, kernel

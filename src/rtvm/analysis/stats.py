@@ -1,4 +1,4 @@
-"""Latency statistics shared by every ``rtvm measure`` driver (and the simulator's schema).
+"""Latency statistics shared by ``rtvm measure`` and the simulator (one definition).
 
 One definition everywhere:
 

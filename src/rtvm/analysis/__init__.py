@@ -1,0 +1,1 @@
+"""Analysis shared by the simulator and the real measurements: statistics."""
