@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,8 +179,10 @@ def calibrate(
         src_path = profile
     t0 = time.perf_counter()
 
+    workdir = Path(tempfile.mkdtemp(prefix="rtvm-calibrate-"))
+
     def evaluate(vals: dict[str, int]) -> list[dict[str, Any]]:
-        tmp = (out or Path("/tmp")) / ".calibrate-candidate.toml"
+        tmp = workdir / "candidate.toml"  # private to this run: runs never share candidates
         atomic_write_text(tmp, rewrite_profile(src_path.read_text("utf-8"), vals, "candidate"))
         res = exp.run(duration, seed, profile=str(tmp))
         return [r.row for r in res.values()]
@@ -189,7 +193,10 @@ def calibrate(
             text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
             atomic_write_text(out / "testbed.best-so-far.toml", text)
 
-    vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
+    try:
+        vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"
     text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
     written = []

@@ -28,13 +28,7 @@ def _register() -> None:
         ("rtvm.calibrate", "calibrate"),
         ("rtvm.measure.cli", "measure"),
     ):
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue  # that pillar is not built yet
-            raise
-        main.add_command(getattr(mod, name))
+        main.add_command(getattr(import_module(module), name))
 
 
 _register()

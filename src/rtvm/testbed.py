@@ -36,7 +36,7 @@ from rtvm.virt import (
     Vm,
 )
 from rtvm.virt.vcpu import Vcpu
-from rtvm.workloads.rr import RrClient, RrConfig, rr_server
+from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 
 GBPS = 1_000_000_000
 SEC = 1_000_000_000
@@ -275,9 +275,7 @@ def build_testbed(
 ) -> Testbed:
     """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs."""
     costs = costs or load_profile()
-    rr = rr or RrConfig(
-        server_compute_ns=costs.rt_server_compute, working_set_bytes=costs.rt_server_ws_bytes
-    )
+    rr = rr or rr_config(costs)
     gen = generation or method.generation
     sim = Simulator(seed=seed)
     k = Kernel(

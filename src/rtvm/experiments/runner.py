@@ -18,7 +18,7 @@ from rtvm.analysis.stats import from_samples
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.methods import METHODS
 from rtvm.testbed import build_testbed
-from rtvm.workloads.rr import RrConfig
+from rtvm.workloads.rr import rr_config
 
 SEC = 1_000_000_000
 
@@ -59,11 +59,7 @@ def run_method(
         from rtvm.kernel.trace import ChromeTracer
 
         tracer = ChromeTracer()
-    rr_cfg = RrConfig(
-        server_compute_ns=costs.rt_server_compute,
-        working_set_bytes=costs.rt_server_ws_bytes,
-        **(rr or {}),
-    )
+    rr_cfg = rr_config(costs, **(rr or {}))
     t0 = time.perf_counter()
     tb = build_testbed(
         METHODS[method], seed=seed, costs=costs, rr=rr_cfg, tracer=tracer, **(testbed or {})

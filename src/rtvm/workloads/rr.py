@@ -33,6 +33,15 @@ class RrConfig:
     working_set_bytes: int = 256 * 1024
 
 
+def rr_config(costs: Any, **overrides: int) -> RrConfig:
+    """The RR workload with the server's costs from the profile, plus scenario overrides."""
+    return RrConfig(
+        server_compute_ns=costs.rt_server_compute,
+        working_set_bytes=costs.rt_server_ws_bytes,
+        **overrides,
+    )
+
+
 @dataclass
 class RrRecord:
     """One request's probe timestamps (ns)."""
