@@ -22,7 +22,7 @@ from typing import Any
 from rtvm.engine import Simulator
 from rtvm.kernel import Kernel, NetTunables, Packet, RxQueue, TcpSender, Wire
 from rtvm.kernel.llc import Llc
-from rtvm.kernel.nic import default_rx_cost
+from rtvm.kernel.nic import default_segment_cost
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.task import Code, Task
 from rtvm.methods.base import MethodSpec, Sched, fifo
@@ -87,10 +87,9 @@ def host_transmit(
     return transmit
 
 
-def _virtio_rx_cost(k: Kernel, pkt: Packet) -> int:
-    """Host RX to the tap: driver per frame, IP and bridge/tap per (GRO) segment."""
-    segments = -(-pkt.npkts // k.costs.gro_segment) if pkt.npkts > 1 else 1
-    return default_rx_cost(k, pkt) + segments * k.costs.bridge_tap_per_packet
+def _virtio_segment_cost(k: Kernel, pkt: Packet) -> int:
+    """Host RX to the tap, per (GRO) segment: IP, then bridge forwarding and tun_net_xmit."""
+    return default_segment_cost(k, pkt) + k.costs.bridge_tap_per_packet
 
 
 def _vcpu(vm: Vm, s: Sched, halt_poll_ns: int | None) -> Vcpu:
@@ -147,7 +146,7 @@ def _build_rt(
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)
 
-        base_rx_cost: Callable[[Kernel, Packet], int] = _virtio_rx_cost
+        base_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
         recvfrom = sock.recvfrom
 
         def sendto(pkt: Packet, gt: Any) -> Code:
@@ -163,14 +162,14 @@ def _build_rt(
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             osock.deliver(pkt, waker=cpu)
 
-        base_rx_cost = default_rx_cost
+        base_cost = default_segment_cost
         recvfrom, sendto = osock.recvfrom, osock.sendto
         out.update(sock=osock)
     else:
         raise ValueError(f"rt_io {m.rt_io!r}; allowed: virtio, outsourcing")
 
-    def rx_cost(kk: Kernel, pkt: Packet) -> int:
-        return base_rx_cost(kk, pkt) + llc.touch("rt/host-rx")
+    def segment_cost(kk: Kernel, pkt: Packet) -> int:
+        return base_cost(kk, pkt) + llc.touch("rt/host-rx")
 
     policy, prio = _irq_sched(m.rt_irq)
     rxq = RxQueue(
@@ -179,7 +178,7 @@ def _build_rt(
         irq=30,
         cpu=m.rt_nic_cpu,
         deliver=deliver,
-        rx_cost=rx_cost,
+        segment_cost=segment_cost,
         irq_thread_policy=policy,
         irq_thread_prio=prio,
     )
@@ -217,7 +216,7 @@ def _build_heavy(
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)
 
-        rx_cost: Callable[[Kernel, Packet], int] = _virtio_rx_cost
+        segment_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
         recvfrom = sock.recvfrom
     elif m.heavy_io == "outsourcing":
         osock = OutsourcedSocket(vm, f"tcp{i}", vcpu, rt=False)
@@ -225,7 +224,7 @@ def _build_heavy(
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             osock.deliver(pkt, waker=cpu)
 
-        rx_cost = default_rx_cost
+        segment_cost = default_segment_cost
         recvfrom = osock.recvfrom
     else:
         raise ValueError(f"heavy_io {m.heavy_io!r}; allowed: virtio, outsourcing")
@@ -237,9 +236,10 @@ def _build_heavy(
         irq=31 + i,
         cpu=m.heavy_nic_cpus[i],
         deliver=deliver,
-        rx_cost=rx_cost,
+        segment_cost=segment_cost,
         irq_thread_policy=policy,
         irq_thread_prio=prio,
+        gro_frames=k.costs.gro_segment,
     )
     # The receive window: a few bandwidth-delay products at 10 Gb/s, below what the NIC ring
     # and the tap queue hold, as autotuned receive buffers keep it for a LAN flow.
