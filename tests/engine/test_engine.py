@@ -192,6 +192,46 @@ def test_peek_from_inside_a_callback_ignores_the_running_event():
     assert peeked == [9]
 
 
+def test_advance_inline_only_when_nothing_else_comes_first():
+    sim = Simulator()
+    seen = []
+
+    def first(_):
+        for label, to in (("first", 4), ("still first", 5), ("to", 7)):
+            # 4: the next event is at 5, allowed; 5: not strictly before it; 7: jumps over it
+            ok = sim.advance_inline(to)
+            seen.append((label, sim.now, ok))
+
+    sim.at(1, first)
+    sim.at(5, lambda _: seen.append(("second", sim.now, None)))
+    sim.run(until=100)
+    assert seen == [
+        ("first", 4, True),
+        ("still first", 4, False),
+        ("to", 4, False),
+        ("second", 5, None),
+    ]
+    assert sim.events_processed == 3  # the elided continuation counts as an event
+
+
+def test_advance_inline_never_passes_until_and_is_refused_outside_a_callback():
+    sim = Simulator()
+    got = []
+    sim.at(1, lambda _: got.append(sim.advance_inline(20)))
+    sim.run(until=10)
+    assert got == [False] and sim.now == 10
+    assert sim.advance_inline(11) is False  # not inside a callback
+
+
+def test_advance_inline_is_refused_while_observers_watch():
+    sim = Simulator()
+    sim.add_observer(lambda t, fn, arg: None)
+    got = []
+    sim.at(1, lambda _: got.append(sim.advance_inline(2)))
+    sim.run()
+    assert got == [False]
+
+
 # -- properties -----------------------------------------------------------------------------
 plans = st.lists(
     st.tuples(

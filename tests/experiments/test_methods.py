@@ -77,3 +77,18 @@ def test_row_has_the_contract_keys():
         assert key in r
     assert len(r["cpu_util_pct_by_cpu"]) == 2
     assert set(PAPER_METHODS) <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "outsourcing"])
+def test_the_engine_fast_path_changes_wall_time_only(name, monkeypatch):
+    """Simulator.advance_inline skips heap round trips; the run must be the same without it."""
+
+    def summary():
+        r = run_method(name, 0.05, seed=3)
+        return r.latencies_us.tolist(), r.row["cpu_util_pct_by_cpu"], r.row["heavy_gbps"]
+
+    fast = summary()
+    from rtvm.engine.core import Simulator
+
+    monkeypatch.setattr(Simulator, "advance_inline", lambda self, t: False)
+    assert summary() == fast
