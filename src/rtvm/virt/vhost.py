@@ -26,6 +26,7 @@ VHOST_NET_WEIGHT = 0x80000
 VHOST_NET_PKT_WEIGHT = 256
 VHOST_NET_BATCH = 64
 TAP_QUEUE_LEN = 1000  # tun txqueuelen default, in frames
+RUNS_KEPT = 256
 
 Work = Callable[[Task], Code]
 
@@ -43,7 +44,8 @@ class VhostWorker:
     ) -> None:
         self.kernel = kernel
         self.works: deque[Work] = deque()
-        self.runs: list[str] = []  # names of works run, for tests and traces
+        self.runs: list[str] = []  # names of the first RUNS_KEPT works run (tests, traces)
+        self.nr_runs = 0
         self.task = kernel.create_task(name, self._worker, policy, prio, allowed)
 
     def queue(self, work: Work, waker: Any = None) -> None:
@@ -57,7 +59,9 @@ class VhostWorker:
             while not self.works:
                 yield BLOCK
             work = self.works.popleft()
-            self.runs.append(getattr(work, "__name__", "work"))
+            self.nr_runs += 1
+            if len(self.runs) < RUNS_KEPT:  # bounded: memory stays flat in simulated time
+                self.runs.append(getattr(work, "__name__", "work"))
             yield from work(t)
 
 

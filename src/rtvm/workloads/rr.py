@@ -8,9 +8,12 @@ from the request entering the host NIC to the response leaving it.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from rtvm.kernel.nic import Packet
 from rtvm.kernel.task import Code
@@ -57,14 +60,48 @@ class RrRecord:
         return None if self.wire_out is None else self.wire_out - self.nic_rx
 
 
+#: the probe columns of a completed request, in RrStats.columns() order
+COLUMNS = ("req_id", "nic_rx", "vm_entry", "vm_exit", "wire_out")
+_NONE = -1  # a probe that did not fire (stored as -1 in the int64 columns)
+
+
 @dataclass
 class RrStats:
-    records: dict[int, RrRecord] = field(default_factory=dict)
+    """Requests in flight as records; completed ones as five int64 columns.
+
+    Completed requests are kept in ``array('q')`` columns (40 bytes each) rather than as
+    objects (~300 bytes), so that memory stays flat in simulated time (a 300 s run completes
+    ~55,000 requests; DESIGN.md section 8's memory bar).
+    """
+
+    pending: dict[int, RrRecord] = field(default_factory=dict)
+    done: dict[str, array] = field(default_factory=lambda: {c: array("q") for c in COLUMNS})
     sent: int = 0
     dropped: int = 0
 
+    def complete(self, rec: RrRecord) -> None:
+        del self.pending[rec.req_id]
+        for c in COLUMNS:
+            v = getattr(rec, c)
+            self.done[c].append(_NONE if v is None else v)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The completed requests' probes as numpy int64 arrays (-1 where a probe is absent)."""
+        return {
+            c: np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
+            for c, a in self.done.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.done["req_id"])
+
     def completed(self) -> list[RrRecord]:
-        return [r for r in self.records.values() if r.wire_out is not None]
+        """The completed requests as records (tests and small runs)."""
+        cols = [self.done[c] for c in COLUMNS]
+        return [
+            RrRecord(*(None if v == _NONE else v for v in row))  # type: ignore[arg-type]
+            for row in zip(*cols, strict=True)
+        ]
 
 
 class RrClient:
@@ -115,19 +152,20 @@ class RrClient:
     def _arrived(self, pkt: Packet) -> None:
         self.rxq.dma(pkt)
         if "nic_rx" in pkt.stamps:
-            self.stats.records[pkt.payload] = RrRecord(pkt.payload, pkt.stamps["nic_rx"])
+            self.stats.pending[pkt.payload] = RrRecord(pkt.payload, pkt.stamps["nic_rx"])
         else:
             self.stats.dropped += 1
 
     def response_on_wire(self, resp: Packet) -> None:
         """The response's last bit left the host NIC."""
-        rec = self.stats.records.get(resp.payload)
+        rec = self.stats.pending.get(resp.payload)
         if rec is None:
             return
         rec.wire_out = self.kernel.sim.now
         req = resp.payload_request
         rec.vm_entry = req.stamps.get("vm_entry")
         rec.vm_exit = resp.stamps.get("vm_exit")
+        self.stats.complete(rec)
 
 
 def rr_server(
