@@ -37,16 +37,27 @@ CI_METHOD = "order-statistics (binomial, distribution-free), 95%"
 _EXACT_LIMIT = 2_000_000
 
 
-def _binom_cdf(n: int, p: float) -> np.ndarray:
-    """P(B <= k) for k = 0..n, B ~ Binomial(n, p), computed in log space (exact, vectorised)."""
-    k = np.arange(1, n + 1, dtype=np.float64)
-    # log pmf(k) = log pmf(k-1) + log((n-k+1)/k) + log(p/(1-p))
-    steps = np.log((n - k + 1) / k) + math.log(p / (1.0 - p))
-    logpmf = np.concatenate(([n * math.log1p(-p)], n * math.log1p(-p) + np.cumsum(steps)))
-    m = logpmf.max()
-    pmf = np.exp(logpmf - m)
-    cdf = np.cumsum(pmf)
-    return cdf / cdf[-1]
+def _binom_cdf_window(n: int, p: float) -> tuple[int, np.ndarray]:
+    """(k0, cdf) with cdf[i] = P(B <= k0 + i), B ~ Binomial(n, p), over a window of the mean
+    +- 12 standard deviations (the mass outside is below 1e-30): exact in log space, and
+    O(sqrt(n)) memory, so the statistics of a long run do not cost n floats."""
+    mu, sd = n * p, math.sqrt(n * p * (1.0 - p))
+    half = int(12 * sd) + 16
+    k0, k1 = max(0, math.floor(mu) - half), min(n, math.ceil(mu) + half)
+    k = np.arange(k0 + 1, k1 + 1, dtype=np.float64)
+    # log pmf(k0) from lgamma, then log pmf(k) = log pmf(k-1) + log((n-k+1)/k) + log(p/(1-p))
+    first = (
+        math.lgamma(n + 1)
+        - math.lgamma(k0 + 1)
+        - math.lgamma(n - k0 + 1)
+        + k0 * math.log(p)
+        + (n - k0) * math.log1p(-p)
+    )
+    logpmf = np.concatenate(
+        ([first], first + np.cumsum(np.log((n - k + 1) / k) + math.log(p / (1 - p))))
+    )
+    cdf = np.cumsum(np.exp(logpmf - logpmf.max()))
+    return k0, cdf / cdf[-1]
 
 
 def order_stat_ci(n: int, p: float, conf: float = 0.95) -> tuple[int | None, int | None]:
@@ -55,12 +66,14 @@ def order_stat_ci(n: int, p: float, conf: float = 0.95) -> tuple[int | None, int
         return None, None
     a = (1.0 - conf) / 2.0
     if n <= _EXACT_LIMIT:
-        cdf = _binom_cdf(n, p)  # cdf[j] = P(B <= j)
-        # l: largest j >= 1 with P(B <= j-1) <= a ; u: smallest j <= n with P(B <= j-1) >= 1-a
-        ok_lo = np.nonzero(cdf[:n] <= a)[0]  # indices j-1 for j = 1..n
-        lo = int(ok_lo[-1]) + 1 if ok_lo.size else None
-        ok_hi = np.nonzero(cdf[:n] >= 1.0 - a)[0]
-        hi = int(ok_hi[0]) + 1 if ok_hi.size else None
+        # cdf(j) = P(B <= j); below the window it is ~0, above it ~1.
+        # l: largest j >= 1 with cdf(j-1) <= a ; u: smallest j <= n with cdf(j-1) >= 1-a
+        k0, cdf = _binom_cdf_window(n, p)
+        win = cdf[: max(0, n - k0)]  # indices k0 .. n-1
+        below = k0 + int(np.searchsorted(win, a, side="right"))  # how many j-1 in 0..n-1
+        lo = below if below >= 1 else None
+        first_hi = k0 + int(np.searchsorted(win, 1.0 - a, side="left"))
+        hi = first_hi + 1 if first_hi <= n - 1 else None
         return lo, hi
     z = _z(conf)
     sd = math.sqrt(n * p * (1.0 - p))
