@@ -72,3 +72,22 @@ def test_empty_and_nan():
     s = stats.from_samples([1.0, float("nan"), 3.0])
     assert s.samples == 2 and s.max_us == 3.0
     assert stats.from_histogram({}).row()["p99_us"] is None
+
+
+def _ci_by_brute_force(n: int, p: float, conf: float = 0.95) -> tuple[int | None, int | None]:
+    """The definition, with the binomial CDF summed term by term (math.comb, exact ints)."""
+    a = (1.0 - conf) / 2.0
+    cdf, acc = [], 0.0
+    for j in range(n + 1):
+        acc += math.comb(n, j) * p**j * (1 - p) ** (n - j)
+        cdf.append(acc)
+    lows = [j for j in range(1, n + 1) if cdf[j - 1] <= a]
+    highs = [j for j in range(1, n + 1) if cdf[j - 1] >= 1 - a]
+    return (lows[-1] if lows else None), (highs[0] if highs else None)
+
+
+@given(st.integers(1, 400), st.sampled_from([0.01, 0.1, 0.5, 0.9, 0.99, 0.999]))
+def test_order_stat_ci_window_equals_the_definition(n, p):
+    """The CI ranks come from a window of the binomial around n p (O(sqrt n) memory): they
+    must equal the ranks of the full, term-by-term CDF."""
+    assert stats.order_stat_ci(n, p) == _ci_by_brute_force(n, p)
