@@ -94,12 +94,14 @@ def test_responder_survives_malformed_duplicates_and_flood():
     while flooded < 20_000 and time.monotonic() < end:
         s.sendto(bad[flooded % len(bad)], target)
         flooded += 1
-    # still answers, and answers duplicates of a request each time (the client dedups)
+    # still answers, and answers duplicates of a request each time (the client dedups). The
+    # flood may still fill the socket buffer, so a request that finds it full is lost: resend
+    # until three answers came back, as the measuring client does.
     got = 0
-    for _ in range(3):
-        s.sendto(req, target)
+    s.settimeout(0.2)
     deadline = time.monotonic() + 10
     while got < 3 and time.monotonic() < deadline:
+        s.sendto(req, target)
         try:
             data = s.recv(2048)
         except TimeoutError:
@@ -109,7 +111,7 @@ def test_responder_survives_malformed_duplicates_and_flood():
             got += 1
     counts = r.stop()
     assert got == 3
-    assert counts["replied"] == 3
+    assert counts["replied"] >= 3  # every request that got in was answered, duplicates too
     assert counts["malformed"] >= len(bad) - 1  # the empty datagram may count too
     assert counts["received"] == counts["replied"] + counts["malformed"]
 
