@@ -92,3 +92,15 @@ def test_the_engine_fast_path_changes_wall_time_only(name, monkeypatch):
 
     monkeypatch.setattr(Simulator, "advance_inline", lambda self, t: False)
     assert summary() == fast
+
+
+def test_request_columns_can_be_read_mid_run_and_match_the_records():
+    tb = build_testbed(METHODS["exclusive"], request_times=[1_000_000, 3_000_000, 30_000_000])
+    tb.sim.run(until=20_000_000)
+    first = tb.client.stats.columns()
+    tb.sim.run(until=40_000_000)  # appends after a read must still work
+    cols = tb.client.stats.columns()
+    assert len(first["req_id"]) == 2 and len(cols["req_id"]) == 3
+    recs = tb.client.stats.completed()
+    assert [r.latency_ns for r in recs] == list(cols["wire_out"] - cols["nic_rx"])
+    assert all(r.vm_entry is not None and r.nic_rx < r.vm_entry < r.vm_exit for r in recs)

@@ -86,11 +86,10 @@ class RrStats:
             self.done[c].append(_NONE if v is None else v)
 
     def columns(self) -> dict[str, np.ndarray]:
-        """The completed requests' probes as numpy int64 arrays (-1 where a probe is absent)."""
-        return {
-            c: np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
-            for c, a in self.done.items()
-        }
+        """The completed requests' probes as numpy int64 arrays (-1 where a probe is absent).
+
+        Copies: a view would pin the arrays, and a run that goes on could not append."""
+        return {c: np.array(a, dtype=np.int64) for c, a in self.done.items()}
 
     def __len__(self) -> int:
         return len(self.done["req_id"])
