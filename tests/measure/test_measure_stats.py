@@ -55,7 +55,7 @@ def test_order_stat_ci_known_values_and_coverage():
         lo, hi = stats.order_stat_ci(2000, 0.99)
         hits += x[lo - 1] <= true <= x[hi - 1]
     assert hits / 400 >= 0.92
-    # the normal approximation used above 2 M samples agrees with the exact one
+    # at 2 M samples the exact ranks agree with the normal approximation
     exact = stats.order_stat_ci(2_000_000, 0.999)
     assert exact[0] is not None and abs(exact[0] - (1_998_000 - 1.96 * math.sqrt(1998))) < 3
 

@@ -32,10 +32,6 @@ PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p99", 0.99), ("p9
 
 CI_METHOD = "order-statistics (binomial, distribution-free), 95%"
 
-# Above this many samples the exact binomial CDF is replaced by its normal approximation (the two
-# agree to well under one rank there, and the exact vector would cost n floats).
-_EXACT_LIMIT = 2_000_000
-
 
 def _binom_cdf_window(n: int, p: float) -> tuple[int, np.ndarray]:
     """(k0, cdf) with cdf[i] = P(B <= k0 + i), B ~ Binomial(n, p), over a window of the mean
@@ -65,34 +61,15 @@ def order_stat_ci(n: int, p: float, conf: float = 0.95) -> tuple[int | None, int
     if n <= 0 or not 0.0 < p < 1.0:
         return None, None
     a = (1.0 - conf) / 2.0
-    if n <= _EXACT_LIMIT:
-        # cdf(j) = P(B <= j); below the window it is ~0, above it ~1.
-        # l: largest j >= 1 with cdf(j-1) <= a ; u: smallest j <= n with cdf(j-1) >= 1-a
-        k0, cdf = _binom_cdf_window(n, p)
-        win = cdf[: max(0, n - k0)]  # indices k0 .. n-1
-        below = k0 + int(np.searchsorted(win, a, side="right"))  # how many j-1 in 0..n-1
-        lo = below if below >= 1 else None
-        first_hi = k0 + int(np.searchsorted(win, 1.0 - a, side="left"))
-        hi = first_hi + 1 if first_hi <= n - 1 else None
-        return lo, hi
-    z = _z(conf)
-    sd = math.sqrt(n * p * (1.0 - p))
-    lo_r = math.floor(n * p - z * sd)
-    hi_r = math.ceil(n * p + z * sd) + 1
-    return (lo_r if lo_r >= 1 else None), (hi_r if hi_r <= n else None)
-
-
-def _z(conf: float) -> float:
-    # inverse normal CDF by bisection on erf (no scipy needed; called rarely)
-    target = 1.0 - (1.0 - conf) / 2.0
-    lo, hi = 0.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2.0
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
+    # cdf(j) = P(B <= j); below the window it is ~0, above it ~1.
+    # l: largest j >= 1 with cdf(j-1) <= a ; u: smallest j <= n with cdf(j-1) >= 1-a
+    k0, cdf = _binom_cdf_window(n, p)
+    win = cdf[: max(0, n - k0)]  # indices k0 .. n-1
+    below = k0 + int(np.searchsorted(win, a, side="right"))  # how many j-1 in 0..n-1
+    lo = below if below >= 1 else None
+    first_hi = k0 + int(np.searchsorted(win, 1.0 - a, side="left"))
+    hi = first_hi + 1 if first_hi <= n - 1 else None
+    return lo, hi
 
 
 def rank_of(n: int, q: float) -> int:

@@ -165,7 +165,6 @@ class RxQueue:
         self.irq_ev: Any = None
         self.rx_packets = 0
         self.drops = 0
-        self.nr_irqs = 0
         # the batch now arriving from the wire: frames become visible one frame-time apart
         self.incoming: Packet | None = None
         self.in_start = 0
@@ -255,7 +254,6 @@ class RxQueue:
     def _assert_irq(self) -> None:
         self.masked = True  # EIAM: the vector masks itself; ixgbe_poll unmasks on completion
         self.last_irq = self.kernel.sim.now
-        self.nr_irqs += 1
         self.irq.fire()
 
     def _irq_handler(self, cpu: Cpu, ctx: Context) -> Code:
