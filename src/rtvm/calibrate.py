@@ -38,7 +38,7 @@ from rtvm.kernel.profile import CostProfile, load_profile
 #: bounds of the fitted costs (outside them a value would contradict its cited range)
 BOUNDS: dict[str, tuple[int, int]] = {
     "copy_per_byte_cold_milli": (70, 600),
-    "rt_stage_ws_bytes": (0, 262_144),
+    "rt_stage_ws_bytes_per_us": (0, 65_536),
     "rt_server_ws_bytes": (0, 1_048_576),
 }
 STEPS = (1.6, 1.25, 1.1)

@@ -9,8 +9,9 @@ receiver VMs (one vCPU each, an iperf-like reader) on two other 10 GbE links.
 
 The RT path's code has cache footprints: each stage that runs for an RT frame (host RX, vhost,
 the vCPU's return from halt, the guest network stack or the VMRPC socket path, host TX) touches
-``rt_stage_ws_bytes`` of the LLC and the server touches ``rt_server_ws_bytes``; what heavy
-traffic streamed through the LLC since costs misses (kernel/llc.py).
+a footprint in proportion to the code it runs (``rt_stage_ws_bytes_per_us`` per microsecond of
+the stage's warm CPU cost, RT_STAGE_CODE) and the server touches ``rt_server_ws_bytes``; what
+heavy traffic streamed through the LLC since costs misses (kernel/llc.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,45 @@ from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 GBPS = 1_000_000_000
 SEC = 1_000_000_000
 
-RT_STAGES = ("rt/host-rx", "rt/vhost", "rt/kvm", "rt/guest-net", "rt/vmrpc", "rt/host-tx")
+#: The RT path's stages (LLC owners) and the profile costs of the code each one runs for one
+#: request. A stage's cache footprint is that code's warm CPU time times
+#: ``rt_stage_ws_bytes_per_us``: a longer code path touches more lines (text, stack, the
+#: structures it walks). RX and TX are different code (handle_rx / handle_tx, udp_recvmsg /
+#: udp_sendmsg), so both count. Bridge and tap code runs only on the virtio path (see
+#: rt_stage_footprints).
+RT_STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "rt/host-rx": (
+        "hardirq_entry_exit",
+        "nic_irq_handler",
+        "softirq_entry",
+        "napi_poll_call",
+        "rx_driver_per_packet",
+        "rx_protocol_per_packet",
+    ),
+    "rt/vhost": ("vhost_rx_per_packet", "vhost_tx_per_packet"),
+    "rt/kvm": ("vm_exit_entry",),
+    "rt/guest-net": (
+        "guest_irq",
+        "guest_rx_per_packet",
+        "guest_tx_per_packet",
+        "syscall",
+        "syscall",
+    ),
+    "rt/vmrpc": ("vmrpc_call", "vmrpc_call", "syscall", "syscall"),
+    "rt/host-tx": ("tx_per_packet",),
+}
+RT_STAGES = tuple(RT_STAGE_CODE)
+
+
+def rt_stage_footprints(c: CostProfile, rt_io: str) -> dict[str, int]:
+    """Bytes of LLC footprint of each RT stage for the RT VM's I/O path ``rt_io``."""
+    out = {}
+    for stage, names in RT_STAGE_CODE.items():
+        ns = sum(getattr(c, n) for n in names)
+        if stage == "rt/host-rx" and rt_io == "virtio":
+            ns += c.bridge_tap_per_packet  # br_handle_frame + tun_net_xmit run for this frame
+        out[stage] = ns * c.rt_stage_ws_bytes_per_us // 1000
+    return out
 
 
 @dataclass
@@ -113,8 +152,8 @@ def _build_rt(
     k = tb_kernel
     c = k.costs
     sim = k.sim
-    for owner in RT_STAGES:
-        llc.register(owner, c.rt_stage_ws_bytes)
+    for owner, ws_bytes in rt_stage_footprints(c, m.rt_io).items():
+        llc.register(owner, ws_bytes)
     vm = Vm(k, "rt-vm", llc=llc)
     rt_vcpu = _vcpu(vm, m.rt_vcpu, halt_poll_ns)
     rt_vcpu.ws_owner = "rt/kvm"

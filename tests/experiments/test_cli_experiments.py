@@ -106,7 +106,7 @@ def test_fit_moves_only_fitted_costs_and_is_deterministic():
     assert fitted and fitted <= set(BOUNDS)
     target = {
         "copy_per_byte_cold_milli": 180,
-        "rt_stage_ws_bytes": 8000,
+        "rt_stage_ws_bytes_per_us": 6000,
         "rt_server_ws_bytes": 30000,
     }
 
@@ -128,8 +128,8 @@ def test_rewrite_profile_changes_only_values():
         .joinpath("testbed.toml")
         .read_text()
     )
-    new = rewrite_profile(text, {"rt_stage_ws_bytes": 1234}, "note")
+    new = rewrite_profile(text, {"rt_stage_ws_bytes_per_us": 1234}, "note")
     p = parse_profile(new)
-    assert p.rt_stage_ws_bytes == 1234
+    assert p.rt_stage_ws_bytes_per_us == 1234
     old = parse_profile(text)
-    assert {k for k in p.entries if p.entries[k] != old.entries[k]} == {"rt_stage_ws_bytes"}
+    assert {k for k in p.entries if p.entries[k] != old.entries[k]} == {"rt_stage_ws_bytes_per_us"}

@@ -104,3 +104,25 @@ def test_request_columns_can_be_read_mid_run_and_match_the_records():
     recs = tb.client.stats.completed()
     assert [r.latency_ns for r in recs] == list(cols["wire_out"] - cols["nic_rx"])
     assert all(r.vm_entry is not None and r.nic_rx < r.vm_entry < r.vm_exit for r in recs)
+
+
+def test_rt_stage_footprints_follow_the_code_each_stage_runs():
+    """A stage's LLC footprint is its code's warm CPU cost times one density: the outsourced
+    path skips bridge/tap in host RX, and the registered owners carry those sizes."""
+    from rtvm.kernel.profile import load_profile
+    from rtvm.testbed import RT_STAGE_CODE, rt_stage_footprints
+
+    c = load_profile()
+    virtio, outs = rt_stage_footprints(c, "virtio"), rt_stage_footprints(c, "outsourcing")
+    assert set(virtio) == set(RT_STAGE_CODE)
+    extra = virtio["rt/host-rx"] - outs["rt/host-rx"]
+    density = c.rt_stage_ws_bytes_per_us
+    assert extra == pytest.approx(c.bridge_tap_per_packet * density / 1000, abs=1)
+    assert virtio["rt/host-tx"] == c.tx_per_packet * c.rt_stage_ws_bytes_per_us // 1000
+    assert virtio["rt/guest-net"] > virtio["rt/host-tx"]  # a longer path touches more lines
+    doubled = rt_stage_footprints(
+        c.with_values(rt_stage_ws_bytes_per_us=2 * c.rt_stage_ws_bytes_per_us), "virtio"
+    )
+    assert all(abs(doubled[s] - 2 * virtio[s]) <= 1 for s in virtio)
+    tb = build_testbed(METHODS["outsourcing"])
+    assert {s: tb.llc.owners[s].ws_bytes for s in outs} == outs
