@@ -23,6 +23,7 @@ from typing import Any
 from rtvm.engine import Simulator
 from rtvm.kernel import Kernel, NetTunables, Packet, RxQueue, TcpSender, Wire
 from rtvm.kernel.llc import Llc
+from rtvm.kernel.napi import netif_rx_ni
 from rtvm.kernel.nic import default_segment_cost
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.task import Code, Task
@@ -70,6 +71,8 @@ RT_STAGE_CODE: dict[str, tuple[str, ...]] = {
     "rt/host-tx": ("tx_per_packet",),
 }
 RT_STAGES = tuple(RT_STAGE_CODE)
+#: a pure TCP ACK: IP 20 + TCP 20 + timestamps 12
+ACK_BYTES = 52
 
 
 def rt_stage_footprints(c: CostProfile, rt_io: str) -> dict[str, int]:
@@ -118,7 +121,7 @@ def host_transmit(
 ) -> Callable[[Packet, Task], Code]:
     """The host's TX path for one NIC: UDP/IP + driver, then the wire."""
 
-    def transmit(pkt: Packet, ctx: Task) -> Code:
+    def transmit(pkt: Packet, ctx: Any) -> Code:
         stall = llc.touch(ws_owner) if llc is not None and ws_owner is not None else 0
         yield kernel.costs.tx_per_packet + stall
         wire.transmit(pkt, on_wire)
@@ -177,7 +180,12 @@ def _build_rt(
         def signal_guest(vq: Virtqueue) -> None:
             rt_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
 
-        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, transmit, llc, "rt")
+        def tun_sendmsg(pkt: Packet, t: Task) -> Code:
+            """tun_get_user() -> netif_rx_ni(): the bridge and the NIC xmit run in NET_RX,
+            from the per-CPU backlog, on the vhost thread's CPU (Linux < 4.11)."""
+            yield from netif_rx_ni(t.cpu, t, pkt, transmit)
+
+        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg, llc, "rt")
         vhost.ws_owner = "rt/vhost"
         vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
         virtio.kick_host = vhost.kick
@@ -234,6 +242,7 @@ def _build_heavy(
 ) -> Heavy:
     vm = Vm(k, f"heavy{i}", llc=llc)
     vcpu = _vcpu(vm, m.heavy_vcpu, halt_poll_ns)
+    holder: dict[str, TcpSender] = {}
     wire = Wire(k, 10 * GBPS)
     if m.heavy_io == "virtio":
         rxvq, txvq = Virtqueue(f"h{i}-rx", 256, event_idx), Virtqueue(f"h{i}-tx", 256, event_idx)
@@ -246,10 +255,15 @@ def _build_heavy(
         def signal_guest(vq: Virtqueue) -> None:
             vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
 
-        def no_tx(pkt: Packet, ctx: Task) -> Code:
-            yield 0
+        def ack_on_wire(ack: Packet) -> None:
+            holder["sender"].ack(ack.payload)
 
-        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, no_tx, llc, f"heavy{i}")
+        ack_xmit = host_transmit(k, Wire(k, 10 * GBPS), ack_on_wire)
+
+        def tun_sendmsg(pkt: Packet, t: Task) -> Code:
+            yield from netif_rx_ni(t.cpu, t, pkt, ack_xmit)  # as the RT VM's TX path
+
+        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg, llc, f"heavy{i}")
         virtio.kick_host = vhost.kick
 
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
@@ -257,6 +271,11 @@ def _build_heavy(
 
         segment_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
         recvfrom = sock.recvfrom
+
+        def send_ack(acked: int, gt: Any) -> Code:
+            """tcp_recvmsg -> tcp_cleanup_rbuf -> tcp_send_ack, down the guest's virtio TX."""
+            ack = Packet(None, ACK_BYTES, "ack", 1, payload=acked)
+            yield from virtio.sendto(ack, gt.vcpu, syscall=False)
     elif m.heavy_io == "outsourcing":
         osock = OutsourcedSocket(vm, f"tcp{i}", vcpu, rt=False)
 
@@ -265,6 +284,11 @@ def _build_heavy(
 
         segment_cost = default_segment_cost
         recvfrom = osock.recvfrom
+
+        def send_ack(acked: int, gt: Any) -> Code:
+            """The host socket's tcp_recvmsg sends the ACK straight down the host stack."""
+            yield k.costs.tx_per_packet
+            holder["sender"].ack(acked)
     else:
         raise ValueError(f"heavy_io {m.heavy_io!r}; allowed: virtio, outsourcing")
 
@@ -283,14 +307,15 @@ def _build_heavy(
     # The receive window: a few bandwidth-delay products at 10 Gb/s, below what the NIC ring
     # and the tap queue hold, as autotuned receive buffers keep it for a LAN flow.
     sender = TcpSender(k, wire, rxq, name=f"iperf{i}", window_bytes=512 * 1024)
+    holder["sender"] = sender
     h = Heavy(vm, rxq, sender)
 
     def reader(gt: Any) -> Code:
-        """iperf -s: read and count; the ACK goes back to the sender."""
+        """iperf -s: read and count; reading sends the ACK (one per GRO'd segment read)."""
         while True:
             pkt = yield from recvfrom(gt)
             h.consumed_bytes += sender.payload_bytes(pkt.nbytes)
-            sender.ack(pkt.nbytes)
+            yield from send_ack(pkt.nbytes, gt)
 
     vm.guest.spawn("iperf", vcpu, reader)
     k.sim.after(1_000 + 7_919 * i, lambda _: sender.start())

@@ -10,15 +10,29 @@
   not-yet-polled entries, then the entries that arrived meanwhile, then the repolls are put
   back on the poll_list, and NET_RX is raised again if it is not empty.
 - ``rt_net_rx_action``: the same loop over the rt_poll_list only.
+- ``netif_rx_ni``: how a thread hands a packet to the stack (tun_get_user before 4.11, i.e.
+  every vhost TX): queue it on this CPU's backlog (softnet_data.input_pkt_queue), schedule the
+  per-CPU backlog NAPI on the *same* poll_list the NICs use, and run NET_RX on the way out
+  (vanilla: preempt_disable + do_softirq; RT: local_bh_disable/enable, so the thread takes the
+  NET_RX lock and serves whatever else is on the poll_list). process_backlog then runs the
+  packet's receive path (bridge, dev_queue_xmit) in softirq.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rtvm.kernel.softirq import NET_RX, NET_RX_RT, open_softirq, raise_softirq
+from rtvm.kernel.softirq import (
+    NET_RX,
+    NET_RX_RT,
+    local_bh_disable,
+    local_bh_enable,
+    open_softirq,
+    raise_softirq,
+)
 from rtvm.kernel.task import Code, Context, Task
 
 if TYPE_CHECKING:
@@ -26,6 +40,11 @@ if TYPE_CHECKING:
     from rtvm.kernel.host import Kernel
 
 NAPI_POLL_WEIGHT = 64
+NETDEV_MAX_BACKLOG = 1000  # net.core.netdev_max_backlog
+DEV_WEIGHT = 64  # net.core.dev_weight: process_backlog's quota
+
+#: what __netif_receive_skb does with a backlog packet (bridge, then xmit): kernel code
+Receive = Callable[[Any, Context], Code]
 
 
 @dataclass
@@ -66,14 +85,39 @@ class NapiStruct:
 class SoftnetData:
     """Per-CPU struct softnet_data, with the partitioned rt_poll_list beside the poll_list."""
 
-    __slots__ = ("poll_list", "processed", "rt_poll_list", "rt_time_squeeze", "time_squeeze")
+    __slots__ = (
+        "backlog",
+        "backlog_dropped",
+        "input_pkt_queue",
+        "poll_list",
+        "processed",
+        "rt_poll_list",
+        "rt_time_squeeze",
+        "time_squeeze",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_id: int = 0) -> None:
+        self.input_pkt_queue: deque[tuple[Any, Receive]] = deque()
+        self.backlog = NapiStruct(f"backlog/{cpu_id}", self._process_backlog, DEV_WEIGHT)
+        self.backlog_dropped = 0
         self.poll_list: list[NapiStruct] = []
         self.rt_poll_list: list[NapiStruct] = []
         self.time_squeeze = 0
         self.rt_time_squeeze = 0
         self.processed = 0
+
+    def _process_backlog(self, napi: NapiStruct, quota: int, ctx: Context) -> Code:
+        """process_backlog(): run queued packets up the stack; complete when the queue is
+        empty (a packet queued meanwhile is picked up by this same loop, not rescheduled)."""
+        q = self.input_pkt_queue
+        work = 0
+        while q and work < quota:
+            pkt, receive = q.popleft()
+            work += 1
+            yield from receive(pkt, ctx)
+        if work < quota:  # queue empty: __napi_complete (a full quota is repolled instead)
+            napi.sched = False
+        return work
 
 
 def setup(kernel: Kernel, tunables: NetTunables | None = None) -> NetTunables:
@@ -81,7 +125,7 @@ def setup(kernel: Kernel, tunables: NetTunables | None = None) -> NetTunables:
     tun = tunables or NetTunables()
     kernel.net = tun  # type: ignore[attr-defined]
     for cpu in kernel.cpus:
-        cpu.softnet = SoftnetData()
+        cpu.softnet = SoftnetData(cpu.id)
     open_softirq(kernel, NET_RX, lambda cpu, ctx: net_rx_action(cpu, ctx, rt=False))
     open_softirq(kernel, NET_RX_RT, lambda cpu, ctx: net_rx_action(cpu, ctx, rt=True))
     return tun
@@ -162,3 +206,33 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     setattr(sd, attr, merged)
     if merged:
         raise_softirq(cpu, NET_RX_RT if rt else NET_RX, ctx)
+
+
+def netif_rx_ni(cpu: Cpu, t: Task, pkt: Any, receive: Receive) -> Code:
+    """netif_rx_ni() from thread ``t`` on ``cpu``: enqueue_to_backlog, then serve NET_RX.
+
+    The thread stays on ``cpu`` meanwhile (preempt_disable on vanilla, migrate_disable inside
+    local_bh_disable on RT), because the backlog it fed is this CPU's."""
+    k = cpu.kernel
+    vec = NET_RX_RT if uses_rt_partition(k, t) else NET_RX
+    allowed = t.allowed
+    t.allowed = frozenset((cpu.id,))
+    try:
+        yield from local_bh_disable(cpu, t, vec)
+        enqueue_to_backlog(cpu, pkt, receive, t)
+        yield from local_bh_enable(cpu, t, vec)
+    finally:
+        t.allowed = allowed
+
+
+def enqueue_to_backlog(cpu: Cpu, pkt: Any, receive: Receive, ctx: Context) -> bool:
+    """enqueue_to_backlog(): queue on this CPU; schedule the backlog NAPI if it is not yet."""
+    sd: SoftnetData = cpu.softnet
+    if len(sd.input_pkt_queue) >= NETDEV_MAX_BACKLOG:
+        sd.backlog_dropped += 1
+        cpu.kernel.count_drop("backlog_full", pkt)
+        return False
+    sd.input_pkt_queue.append((pkt, receive))
+    if not sd.backlog.sched:
+        napi_schedule(cpu, sd.backlog, ctx)
+    return True

@@ -368,12 +368,14 @@ class Wire:
 class TcpSender:
     """A remote bulk sender (iperf client) at line rate, limited by a window and by AIMD.
 
-    It keeps at most min(``window_bytes``, cwnd) unacknowledged. The receiver calls
-    ``ack(nbytes)`` when its application has consumed data (the ACK arrives ``ack_delay_ns``
-    later); a frame dropped on the way (full RX ring, full tap queue) is a loss: its bytes leave
-    the flight and cwnd halves (fast retransmit / recovery), then grows by about one batch per
-    window acknowledged. Data leaves in bursts of ``batch_frames`` MSS-sized frames at line rate;
-    ``rxq`` sees each frame as it arrives.
+    It keeps at most min(``window_bytes``, cwnd) unacknowledged. The receiver's host calls
+    ``ack(nbytes)`` when the ACK for data its application consumed leaves on the wire (the
+    testbed sends it down the receiver's real TX path); it takes effect ``ack_delay_ns`` later
+    (the wire and the remote sender's own receive path, not modelled). A frame dropped on the
+    way (full RX ring, full tap queue) is a loss: its bytes leave the flight and cwnd halves
+    (fast retransmit / recovery), then grows by about one batch per window acknowledged. Data
+    leaves in bursts of ``batch_frames`` MSS-sized frames at line rate; ``rxq`` sees each
+    frame as it arrives.
     """
 
     def __init__(

@@ -236,10 +236,12 @@ class GuestVirtioNet:
             yield from vcpu.exit_and_enter("ioeventfd")
             self.kick_host(vcpu.task.cpu)
 
-    def sendto(self, pkt: Packet, vcpu: Vcpu) -> Code:
-        """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit)."""
+    def sendto(self, pkt: Packet, vcpu: Vcpu, syscall: bool = True) -> Code:
+        """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit).
+        ``syscall=False``: a packet the guest kernel sends by itself (a TCP ACK)."""
         k = self.guest.vm.kernel
-        yield k.costs.syscall + k.costs.guest_tx_per_packet + nbytes_copy(self.guest, pkt)
+        entry = k.costs.syscall if syscall else 0
+        yield entry + k.costs.guest_tx_per_packet + nbytes_copy(self.guest, pkt)
         while self.txvq.get_used() is not None:  # free_old_xmit_skbs(): reclaim sent buffers
             pass
         while not self.txvq.add_buf(pkt, pkt.npkts):
