@@ -129,6 +129,16 @@ def host_transmit(
     return transmit
 
 
+def tun_sendmsg(xmit: Callable[[Packet, Any], Code]) -> Callable[[Packet, Task], Code]:
+    """vhost TX's sendmsg on the tap: tun_get_user() -> netif_rx_ni() (Linux < 4.11), so the
+    bridge and ``xmit`` run in NET_RX, from the per-CPU backlog of the vhost thread's CPU."""
+
+    def sendmsg(pkt: Packet, t: Task) -> Code:
+        yield from netif_rx_ni(t.cpu, t, pkt, xmit)
+
+    return sendmsg
+
+
 def _virtio_segment_cost(k: Kernel, pkt: Packet) -> int:
     """Host RX to the tap, per (GRO) segment: IP, then bridge forwarding and tun_net_xmit."""
     return default_segment_cost(k, pkt) + k.costs.bridge_tap_per_packet
@@ -180,12 +190,7 @@ def _build_rt(
         def signal_guest(vq: Virtqueue) -> None:
             rt_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
 
-        def tun_sendmsg(pkt: Packet, t: Task) -> Code:
-            """tun_get_user() -> netif_rx_ni(): the bridge and the NIC xmit run in NET_RX,
-            from the per-CPU backlog, on the vhost thread's CPU (Linux < 4.11)."""
-            yield from netif_rx_ni(t.cpu, t, pkt, transmit)
-
-        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg, llc, "rt")
+        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg(transmit), llc, "rt")
         vhost.ws_owner = "rt/vhost"
         vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
         virtio.kick_host = vhost.kick
@@ -259,11 +264,9 @@ def _build_heavy(
             holder["sender"].ack(ack.payload)
 
         ack_xmit = host_transmit(k, Wire(k, 10 * GBPS), ack_on_wire)
-
-        def tun_sendmsg(pkt: Packet, t: Task) -> Code:
-            yield from netif_rx_ni(t.cpu, t, pkt, ack_xmit)  # as the RT VM's TX path
-
-        vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg, llc, f"heavy{i}")
+        vhost = VhostNet(
+            k, worker, rxvq, txvq, signal_guest, tun_sendmsg(ack_xmit), llc, f"heavy{i}"
+        )
         virtio.kick_host = vhost.kick
 
         def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
