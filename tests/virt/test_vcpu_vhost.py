@@ -121,3 +121,44 @@ def test_vhost_signals_every_64_and_at_the_end():
         vh.tap_xmit(Packet("f", 1500, "heavy"))
     k.sim.run(until=10_000 * US)
     assert signals[:3] == [65, 130, 195] and signals[-1] == 200
+
+
+def _rt_wait_behind(generation: str, busy_thread: str) -> int:
+    """A FIFO 48 task woken at 50 us on a CPU busy with a CFS vhost worker in a 300 us handler,
+    or with a CFS vCPU running guest code: how long until it runs?"""
+    k = Kernel(Simulator(1), 1, generation)
+    k.costs = k.costs.with_values(context_switch=0)
+    if busy_thread == "vhost":
+        worker = VhostWorker(k, "vhost-heavy", SCHED_OTHER, 0)
+
+        def long_handler(t):
+            yield 300 * US  # e.g. handle_rx copying 512 KiB: no preemption point inside
+
+        worker.queue(long_handler)
+    else:
+        vm = Vm(k, "heavy")
+        v = vm.add_vcpu(SCHED_OTHER, 0, {0})
+
+        def guest_work(gt):
+            yield 1_000 * US
+
+        vm.guest.spawn("iperf", v, guest_work)
+    ran = []
+
+    def rt(t):
+        ran.append(k.sim.now)
+        yield 1 * US
+
+    k.sim.at(50 * US, lambda _: k.create_task("vhost-rt", rt, SCHED_FIFO, 48, {0}))
+    k.sim.run(until=2_000 * US)
+    return ran[0] - 50 * US
+
+
+def test_vanilla_fifo_thread_waits_for_a_cfs_vhost_handler_but_not_for_guest_code():
+    # PREEMPT_NONE: the FIFO thread waits for vhost_worker's need_resched check after the work
+    assert _rt_wait_behind("vanilla", "vhost") >= 250 * US
+    # a vCPU in guest mode is preempted at once (the reschedule IPI exits the guest)
+    assert _rt_wait_behind("vanilla", "vcpu") < 5 * US
+    # with CONFIG_PREEMPT (and on RT) kernel code is preempted at once
+    assert _rt_wait_behind("vanilla-preempt", "vhost") < 5 * US
+    assert _rt_wait_behind("4.1-rt", "vhost") < 5 * US

@@ -8,7 +8,9 @@ change of the top context first charges the time since the last change to the ol
 Preemption points: a wakeup that should preempt sets ``need_resched``. It takes effect at once
 if the CPU is idle or its task is in the middle of a CPU-time request, at the next yield if the
 CPU is executing that task's code right now, and on the last interrupt exit if interrupt frames
-cover the task (interrupts are never preempted by tasks).
+cover the task (interrupts are never preempted by tasks). On a kernel without forced
+preemption (PREEMPT_NONE/VOLUNTARY) a task in kernel code is preempted only where it offers
+(``COND_RESCHED``, blocking) or once it is back in user or guest mode (``Task.user_mode``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from rtvm.kernel.sched import RunQueue, cfs_slice
-from rtvm.kernel.task import BLOCK, DEAD, RUNNING, SLEEPING, Context, IrqFrame, Task
+from rtvm.kernel.task import (
+    BLOCK,
+    COND_RESCHED,
+    DEAD,
+    RUNNING,
+    SLEEPING,
+    Context,
+    IrqFrame,
+    Task,
+)
 
 if TYPE_CHECKING:
     from rtvm.kernel.host import Kernel
@@ -155,7 +166,21 @@ class Cpu:
             if req is BLOCK:
                 self._block(ctx)
                 return
-            raise TypeError(f"{ctx.name} yielded {req!r}: expected an int (ns) or BLOCK")
+            if req is COND_RESCHED:
+                if self._resched_here(ctx):
+                    self.schedule()  # still RUNNING: requeued, resumes here later
+                    return
+                continue
+            raise TypeError(
+                f"{ctx.name} yielded {req!r}: expected an int (ns), BLOCK or COND_RESCHED"
+            )
+
+    def _resched_here(self, ctx: Context) -> bool:
+        """cond_resched(): a reschedule is pending and ``ctx`` is a task that may sleep here
+        (not an interrupt, not inside a BH-disabled section of a non-RT kernel)."""
+        if not self.need_resched or ctx is not self.curr or self.irq_stack:
+            return False
+        return ctx.bh_count == 0 or self.kernel.gen.preempt_rt  # type: ignore[union-attr]
 
     def _should_yield_cpu(self, ctx: Context) -> bool:
         """At a preemption point: a pending interrupt or reschedule must run first?"""
@@ -164,10 +189,16 @@ class Cpu:
         return self.need_resched and ctx is self.curr and not self.irq_stack and self.preemptible()
 
     def preemptible(self) -> bool:
-        """Can the current task be preempted now? Not inside a BH-disabled section on a
-        non-RT kernel: local_bh_disable raises preempt_count there."""
+        """Can the current task be preempted now? On RT kernels always (spinlocks sleep). On
+        others not inside a BH-disabled section (local_bh_disable raises preempt_count), and
+        without CONFIG_PREEMPT not in kernel code at all, only in user or guest mode."""
         curr = self.curr
-        return curr is None or curr.bh_count == 0 or self.kernel.gen.preempt_rt
+        if curr is None or curr.user_mode:
+            return True
+        gen = self.kernel.gen
+        if gen.preempt_rt:
+            return True
+        return curr.bh_count == 0 and gen.preempt_kernel
 
     def _preempt_now(self) -> None:
         if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):

@@ -30,13 +30,25 @@ class Generation:
     ksoftirqd_policy: str
     ksoftirqd_prio: int
     label: str
+    #: CONFIG_PREEMPT*: "none" (PREEMPT_NONE, 4.1's Kconfig default) or "voluntary" leave a
+    #: task in kernel code running until it reaches an explicit preemption point (cond_resched,
+    #: blocking, return to user or guest mode); "full" (PREEMPT, and every RT kernel) preempts
+    #: kernel code anywhere outside preempt- and BH-disabled sections.
+    preempt: str = "full"
+
+    @property
+    def preempt_kernel(self) -> bool:
+        """Can a wakeup preempt a task in the middle of kernel code?"""
+        return self.preempt_rt or self.preempt == "full"
 
 
 GENERATIONS: dict[str, Generation] = {
     g.name: g
     for g in (
         Generation("vanilla", False, "none", SCHED_OTHER, 0,
-                   "Linux 4.1, interrupt-first softirq on irq exit"),
+                   "Linux 4.1 (PREEMPT_NONE), interrupt-first softirq on irq exit", "none"),
+        Generation("vanilla-preempt", False, "none", SCHED_OTHER, 0,
+                   "Linux 4.1 with CONFIG_PREEMPT: kernel code preemptible (what-if)", "full"),
         Generation("4.1-rt", True, "vector", SCHED_FIFO, 1,
                    "Linux 4.1-rt: per-CPU per-vector softirq locks, ksoftirqd FIFO 1"),
         Generation("5.15-rt", True, "bh", SCHED_OTHER, 0,

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rtvm.kernel.rtmutex import RtMutex
-from rtvm.kernel.task import BLOCK, Code, Context, IrqFrame, Task
+from rtvm.kernel.task import BLOCK, COND_RESCHED, Code, Context, IrqFrame, Task
 
 if TYPE_CHECKING:
     from rtvm.kernel.cpu import Cpu
@@ -237,3 +237,4 @@ def run_ksoftirqd(cpu: Cpu, t: Task) -> Code:
             yield from local_bh_disable(cpu, t)
             t.softirqs_raised |= s.pending
             yield from local_bh_enable(cpu, t)
+        yield COND_RESCHED  # run_ksoftirqd(): cond_resched() after each __do_softirq round

@@ -3,7 +3,10 @@
 Kernel code paths are written as generators that run *in* a context. A generator yields:
 
 - an ``int``: consume that many nanoseconds of CPU time (preemptible, resumable);
-- ``BLOCK``: sleep (TASK_INTERRUPTIBLE) until somebody calls ``Kernel.wake_up`` on this task.
+- ``BLOCK``: sleep (TASK_INTERRUPTIBLE) until somebody calls ``Kernel.wake_up`` on this task;
+- ``COND_RESCHED``: an explicit preemption point (cond_resched(), or ``if (need_resched())
+  schedule();``): switch away if a reschedule is pending, else go on at no cost. It matters on
+  kernels without forced preemption, where kernel code is preempted only at such points.
 
 Everything else a code path does (napi_schedule, raising a softirq, waking a thread, taking a
 lock) happens synchronously between two yields, at the simulated instant the previous CPU-time
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 #: ``yield BLOCK``: sleep until woken.
 BLOCK = object()
+#: ``yield COND_RESCHED``: schedule() here if need_resched is set (stay runnable).
+COND_RESCHED = object()
 
 Code = Generator[Any, Any, Any]
 
@@ -79,6 +84,7 @@ class Task(Context):
         "prio",
         "softirqs_raised",
         "state",
+        "user_mode",
         "vruntime",
         "weight",
     )
@@ -111,6 +117,8 @@ class Task(Context):
         self.softirqs_raised = 0
         #: local_bh_disable nesting (current->softirq_disable_cnt / softirq_nestcnt)
         self.bh_count = 0
+        #: running user or guest code (not kernel code): preemptible on any kernel
+        self.user_mode = False
         self.exec_ns = 0
         self.nr_switches = 0
         self.nr_wakeups = 0

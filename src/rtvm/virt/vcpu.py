@@ -210,11 +210,15 @@ class Vcpu:
 
     def _exit(self, reason: str) -> None:
         self.in_guest = False
+        self.task.user_mode = False  # host kernel code until the next entry
         self.exits += 1
         self.vm.on_exit(self, reason)
 
     def _enter(self) -> None:
+        # vcpu_enter_guest() checks need_resched before entering: in guest mode the host may
+        # preempt the vCPU at any instant (the IPI exits the guest), on every preemption model.
         self.in_guest = True
+        self.task.user_mode = True
         self.vm.on_entry(self)
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rtvm.kernel.task import BLOCK, Code, Task
+from rtvm.kernel.task import BLOCK, COND_RESCHED, Code, Task
 from rtvm.virt.virtio import Virtqueue
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class VhostWorker:
             if len(self.runs) < RUNS_KEPT:  # bounded: memory stays flat in simulated time
                 self.runs.append(getattr(work, "__name__", "work"))
             yield from work(t)
+            yield COND_RESCHED  # vhost_worker(): if (need_resched()) schedule();
 
 
 class VhostNet:
