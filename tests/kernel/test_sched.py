@@ -109,3 +109,19 @@ def test_without_throttling_a_busy_fifo_task_starves_cfs():
     cfs = k.create_task("cfs", busy(10_000 * MS, chunk_ns=100 * US), SCHED_OTHER)
     k.sim.run(until=500 * MS)
     assert cfs.exec_ns < 1 * MS
+
+
+def test_cfs_tunables_scale_with_the_online_cpus_as_at_boot():
+    from rtvm.kernel.sched import SchedTunables
+
+    def ms(t):
+        return (t.sched_latency_ns / MS, t.min_granularity_ns / MS, t.wakeup_granularity_ns / MS)
+
+    assert ms(SchedTunables.for_cpus(1)) == (6, 0.75, 1)
+    assert ms(SchedTunables.for_cpus(2)) == (12, 1.5, 2)  # the testbed: 2 cores, no HT
+    assert ms(SchedTunables.for_cpus(4)) == (18, 2.25, 3)
+    assert ms(SchedTunables.for_cpus(8)) == (24, 3, 4)
+    assert ms(SchedTunables.for_cpus(64)) == (24, 3, 4)  # capped at 8 CPUs
+    assert kernel(ncpus=2).tunables == SchedTunables.for_cpus(2)
+    throttled = SchedTunables.for_cpus(2, rt_throttle_ns=(950 * MS, 1000 * MS))
+    assert throttled.sched_latency_ns == 12 * MS and throttled.rt_throttle_ns is not None

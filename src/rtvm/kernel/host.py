@@ -82,7 +82,7 @@ class Kernel:
         self.sim = sim
         self.gen = GENERATIONS[generation]
         self.costs = costs if costs is not None else load_profile()
-        self.tunables = tunables or SchedTunables()
+        self.tunables = tunables or SchedTunables.for_cpus(ncpus)
         self.hz = hz
         self.jiffy_ns = 1_000_000_000 // hz
         self.tracer = tracer

@@ -26,14 +26,30 @@ MS = 1_000_000
 
 @dataclass(frozen=True)
 class SchedTunables:
-    """CFS and RT tunables. Defaults: 4.1 CFS on 8 logical CPUs (factor 1 + ilog2(8) = 4:
-    6 ms / 0.75 ms / 1 ms times 4; kernel-facts.md section 6)."""
+    """CFS and RT tunables. The defaults are 4.1's unscaled values (6 ms / 0.75 ms / 1 ms,
+    kernel-facts.md section 6), i.e. one online CPU; ``for_cpus`` scales them as the kernel
+    does at boot. A Kernel without explicit tunables uses ``for_cpus(ncpus)``."""
 
-    sched_latency_ns: int = 24 * MS
-    min_granularity_ns: int = 3 * MS
-    wakeup_granularity_ns: int = 4 * MS
+    sched_latency_ns: int = 6 * MS
+    min_granularity_ns: int = 750_000
+    wakeup_granularity_ns: int = 1 * MS
     #: None: no RT throttling; else (runtime, period) in ns, e.g. (950 ms, 1000 ms)
     rt_throttle_ns: tuple[int, int] | None = None
+
+    @classmethod
+    def for_cpus(cls, ncpus: int, **overrides: object) -> SchedTunables:
+        """sched_init_granularity(): scale by get_update_sysctl_factor(), which for the
+        default SCHED_TUNABLESCALING_LOG is 1 + ilog2(min(num_online_cpus(), 8)). The
+        testbed's host runs 2 cores (Hyper-Threading off): factor 2, so 12 / 1.5 / 2 ms."""
+        factor = min(max(ncpus, 1), 8).bit_length()  # == 1 + ilog2(n) for n >= 1
+        base = cls()
+        scaled = {
+            "sched_latency_ns": base.sched_latency_ns * factor,
+            "min_granularity_ns": base.min_granularity_ns * factor,
+            "wakeup_granularity_ns": base.wakeup_granularity_ns * factor,
+        }
+        scaled.update(overrides)  # type: ignore[arg-type]
+        return cls(**scaled)  # type: ignore[arg-type]
 
 
 class RunQueue:
