@@ -177,10 +177,14 @@ class Cpu:
 
     def _resched_here(self, ctx: Context) -> bool:
         """cond_resched(): a reschedule is pending and ``ctx`` is a task that may sleep here
-        (not an interrupt, not inside a BH-disabled section of a non-RT kernel)."""
+        (not an interrupt, not in an atomic section)."""
         if not self.need_resched or ctx is not self.curr or self.irq_stack:
             return False
-        return ctx.bh_count == 0 or self.kernel.gen.preempt_rt  # type: ignore[union-attr]
+        return not self._atomic(ctx)  # type: ignore[arg-type]
+
+    def _atomic(self, t: Task) -> bool:
+        """preempt_count raised: a BH-disabled section on a non-RT kernel (on RT it sleeps)."""
+        return t.bh_count > 0 and not self.kernel.gen.preempt_rt
 
     def _should_yield_cpu(self, ctx: Context) -> bool:
         """At a preemption point: a pending interrupt or reschedule must run first?"""
@@ -195,10 +199,7 @@ class Cpu:
         curr = self.curr
         if curr is None or curr.user_mode:
             return True
-        gen = self.kernel.gen
-        if gen.preempt_rt:
-            return True
-        return curr.bh_count == 0 and gen.preempt_kernel
+        return self.kernel.gen.preempt_kernel and not self._atomic(curr)
 
     def _preempt_now(self) -> None:
         if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):

@@ -17,7 +17,8 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from rtvm.kernel.task import Task
 
@@ -37,19 +38,19 @@ class SchedTunables:
     rt_throttle_ns: tuple[int, int] | None = None
 
     @classmethod
-    def for_cpus(cls, ncpus: int, **overrides: object) -> SchedTunables:
+    def for_cpus(cls, ncpus: int, **overrides: Any) -> SchedTunables:
         """sched_init_granularity(): scale by get_update_sysctl_factor(), which for the
         default SCHED_TUNABLESCALING_LOG is 1 + ilog2(min(num_online_cpus(), 8)). The
         testbed's host runs 2 cores (Hyper-Threading off): factor 2, so 12 / 1.5 / 2 ms."""
         factor = min(max(ncpus, 1), 8).bit_length()  # == 1 + ilog2(n) for n >= 1
         base = cls()
-        scaled = {
-            "sched_latency_ns": base.sched_latency_ns * factor,
-            "min_granularity_ns": base.min_granularity_ns * factor,
-            "wakeup_granularity_ns": base.wakeup_granularity_ns * factor,
-        }
-        scaled.update(overrides)  # type: ignore[arg-type]
-        return cls(**scaled)  # type: ignore[arg-type]
+        scaled = replace(
+            base,
+            sched_latency_ns=base.sched_latency_ns * factor,
+            min_granularity_ns=base.min_granularity_ns * factor,
+            wakeup_granularity_ns=base.wakeup_granularity_ns * factor,
+        )
+        return replace(scaled, **overrides)
 
 
 class RunQueue:

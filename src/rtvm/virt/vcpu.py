@@ -74,7 +74,6 @@ class Vcpu:
         self.name = f"{vm.name}/vcpu{index}"
         self.pending_irqs: deque[GuestIrq] = deque()
         self.halt_poll = halt_poll
-        self.in_guest = False
         self.halted = False
         self.polling = False
         self.running_thread: GuestThread | None = None
@@ -208,8 +207,12 @@ class Vcpu:
         yield self.kernel.costs.vm_exit_entry
         self._enter()
 
+    @property
+    def in_guest(self) -> bool:
+        """In guest mode: for the host, user-mode code of the vCPU task (preemptible)."""
+        return self.task.user_mode
+
     def _exit(self, reason: str) -> None:
-        self.in_guest = False
         self.task.user_mode = False  # host kernel code until the next entry
         self.exits += 1
         self.vm.on_exit(self, reason)
@@ -217,7 +220,6 @@ class Vcpu:
     def _enter(self) -> None:
         # vcpu_enter_guest() checks need_resched before entering: in guest mode the host may
         # preempt the vCPU at any instant (the IPI exits the guest), on every preemption model.
-        self.in_guest = True
         self.task.user_mode = True
         self.vm.on_entry(self)
 
