@@ -117,7 +117,8 @@ def fit(
         keys = tuple(k for k in keys if k in cur)
         if keys:
             cur = _descend(cur, keys, lambda v, c=cells: objective(rows(v), c)[0], on_best)
-            log(f"stage {stage}: { ({k: cur[k] for k in keys}) }")
+            moved = {k: cur[k] for k in keys}
+            log(f"stage {stage}: {moved}")
     j, residuals = objective(rows(cur))
     return cur, j, residuals
 
@@ -235,7 +236,10 @@ def calibrate(
 
     def save_best(vals: dict[str, int], j: float) -> None:
         if out is not None:
-            note = f"best so far of rtvm calibrate (seed {seed}, {duration:g} s): {j:.4f}"
+            note = (
+                f"best so far of rtvm calibrate (seed {seed}, {duration:g} s): "
+                f"stage objective {j:.4f}"
+            )
             text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
             atomic_write_text(out / "testbed.best-so-far.toml", text)
 
