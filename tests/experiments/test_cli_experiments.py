@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -125,7 +126,7 @@ def test_fit_takes_the_copy_cost_from_throughput_alone():
     """Stage 1 fits the copy cost on the heavy throughput cells only: a latency that would
     prefer another copy cost (a stand-in for a missing tail mechanism) does not move it."""
     base = load_profile()
-    assert STAGES[0][1] == ("copy_per_byte_cold_milli",)
+    assert STAGES[0].keys == ("copy_per_byte_cold_milli",)
     best_copy = 180  # throughput is published exactly at this copy cost
 
     def evaluate(vals):
@@ -141,9 +142,27 @@ def test_fit_takes_the_copy_cost_from_throughput_alone():
     assert all(abs(r["heavy_gbps_rel_err_pct"]) < 10 for r in res)
 
 
+def test_descent_follows_a_ridge_between_two_costs_that_trade_off():
+    """Only the sum of two footprints is seen, but a second cell prefers a larger first one:
+    every single-key move from the start worsens the score, so only a pair move (one up, the
+    other down) reaches the better points along the ridge."""
+    from rtvm.calibrate import _descend
+
+    def score(v):
+        total = v["rt_stage_ws_bytes_per_us"] + v["rt_server_ws_bytes"]
+        ridge = math.log(total / 40_000) ** 2
+        return 100 * ridge + math.log(60_000 / v["rt_stage_ws_bytes_per_us"]) ** 2
+
+    start = {"rt_stage_ws_bytes_per_us": 20_000, "rt_server_ws_bytes": 20_000}
+    keys = ("rt_stage_ws_bytes_per_us", "rt_server_ws_bytes")
+    end = _descend(dict(start), keys, score, None)
+    assert score(end) < score(start) / 2
+    assert end["rt_stage_ws_bytes_per_us"] > 25_000 > end["rt_server_ws_bytes"]
+
+
 def test_every_fitted_cost_is_in_exactly_one_stage():
     fitted = {k for k, c in load_profile().entries.items() if c.status == "fitted"}
-    staged = [k for _, keys, _ in STAGES for k in keys]
+    staged = [k for st in STAGES for k in st.keys]
     assert sorted(staged) == sorted(fitted)
 
 
@@ -152,6 +171,28 @@ def test_stage_objective_counts_only_its_cells():
     rows[0]["mean_us"] *= 2
     assert objective(rows, ("heavy_gbps",))[0] == pytest.approx(0.0)
     assert objective(rows, ("mean_us", "p99_us"))[0] == pytest.approx(0.6931471805599453**2)
+    others = tuple(p["method"] for p in SIMPLE_RT[1:])
+    assert objective(rows, ("mean_us",), others)[0] == pytest.approx(0.0)
+    assert objective(rows, ("mean_us",), (SIMPLE_RT[0]["method"],))[0] > 0.4
+
+
+def test_latency_stage_fits_the_footprints_on_the_llc_bound_methods():
+    """The footprints are fitted on exclusive and outsourcing alone: a vanilla tail that would
+    want larger footprints (a stand-in for its missing CPU-sharing tail) does not move them."""
+    base = load_profile()
+    lat = next(st for st in STAGES if st.name == "latency")
+    assert lat.methods == ("exclusive", "outsourcing")
+    good = base.entries["rt_server_ws_bytes"].value
+
+    def evaluate(vals):
+        f = vals["rt_server_ws_bytes"] / good
+        return [
+            dict(p, mean_us=p["mean_us"] * (f if p["method"] in lat.methods else 0.5 * f))
+            for p in SIMPLE_RT
+        ]
+
+    vals, _, _ = fit(base, evaluate)
+    assert abs(vals["rt_server_ws_bytes"] / good - 1) < 0.1
 
 
 def test_rewrite_profile_changes_only_values():

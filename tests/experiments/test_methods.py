@@ -115,17 +115,50 @@ def test_rt_stage_footprints_follow_the_code_each_stage_runs():
     c = load_profile()
     virtio, outs = rt_stage_footprints(c, "virtio"), rt_stage_footprints(c, "outsourcing")
     assert set(virtio) == set(RT_STAGE_CODE)
-    extra = virtio["rt/host-rx"] - outs["rt/host-rx"]
+    extra = virtio["host/rx"] - outs["host/rx"]
     density = c.rt_stage_ws_bytes_per_us
     assert extra == pytest.approx(c.bridge_tap_per_packet * density / 1000, abs=1)
-    assert virtio["rt/host-tx"] == c.tx_per_packet * c.rt_stage_ws_bytes_per_us // 1000
-    assert virtio["rt/guest-net"] > virtio["rt/host-tx"]  # a longer path touches more lines
+    assert virtio["host/tx"] == c.tx_per_packet * c.rt_stage_ws_bytes_per_us // 1000
+    assert virtio["rt/guest-net"] > virtio["host/tx"]  # a longer path touches more lines
     doubled = rt_stage_footprints(
         c.with_values(rt_stage_ws_bytes_per_us=2 * c.rt_stage_ws_bytes_per_us), "virtio"
     )
     assert all(abs(doubled[s] - 2 * virtio[s]) <= 1 for s in virtio)
     tb = build_testbed(METHODS["outsourcing"])
     assert {s: tb.llc.owners[s].ws_bytes for s in outs} == outs
+
+
+@pytest.mark.parametrize("name", ["threaded", "exclusive", "outsourcing"])
+def test_host_code_the_heavy_paths_run_stays_in_the_llc(name):
+    """The heavy paths run the same host code as the RT path (driver, bridge, vhost, KVM, TX)
+    and touch it every few microseconds, so under heavy traffic the RT path's host stages
+    rarely miss; its guest kernel and server, in the RT VM's own memory, lose most of their
+    lines between requests. Each owner is touched only by the paths that run its code."""
+    from rtvm.testbed import HEAVY_PATH_STAGES
+
+    tb = build_testbed(METHODS[name])
+    tb.sim.run(until=200_000_000)
+    owners = tb.llc.owners
+    guest = "rt/guest-net" if tb.method.rt_io == "virtio" else "rt/guest-vmrpc"
+    assert owners[guest].miss_ratio > 0.15 and owners["rt-server"].miss_ratio > 0.5
+    shared = HEAVY_PATH_STAGES[tb.method.heavy_io]
+    for stage in shared:
+        assert owners[stage].references > 5 * owners[guest].references  # the heavy paths
+        assert owners[stage].miss_ratio < owners[guest].miss_ratio / 5
+    if tb.method.rt_io == "outsourcing":
+        assert "host/vhost" not in shared and owners["host/vhost"].references == 0
+
+
+def test_host_code_is_evicted_when_no_heavy_path_runs_it():
+    """The same RT path on a host whose heavy VMs use socket outsourcing: no heavy vhost runs,
+    so the RT vhost worker's code is the RT path's alone and loses lines like guest code."""
+    from dataclasses import replace
+
+    tb = build_testbed(replace(METHODS["threaded"], heavy_io="outsourcing"))
+    tb.sim.run(until=200_000_000)
+    owners = tb.llc.owners
+    assert owners["host/vhost"].miss_ratio > 0.2  # touched twice a request: RX, then TX
+    assert owners["host/rx"].miss_ratio < 0.05
 
 
 @pytest.mark.parametrize("name", ["threaded", "outsourcing"])

@@ -27,6 +27,22 @@ def test_llc_misses_grow_with_bytes_streamed_since_last_touch():
     assert o.references == 3 * lines and 0 < o.miss_ratio < 1
 
 
+def test_lines_another_path_keeps_touching_stay_resident():
+    """Shared code: a busy path touching the owner every 100 KB of streaming keeps its lines in;
+    a dormant one alone loses them. The busy path pays only for what it lost in between."""
+    shared, private = Llc(8 << 20, 64, 65), Llc(8 << 20, 64, 65)
+    for llc in (shared, private):
+        llc.register("code", 64 * 1024)
+    busy = 0
+    for _ in range(200):  # 20 MB streamed
+        for llc in (shared, private):
+            llc.stream(100 * 1024)
+        busy += shared.touch("code")
+    assert shared.touch("code") < private.touch("code") / 50
+    lines = 64 * 1024 // 64
+    assert busy < 200 * lines * 65 * 0.02  # < 2% of the lines missed per busy touch
+
+
 def test_wire_serialises_at_line_rate():
     k = kernel()
     wire = Wire(k, 10_000_000_000)

@@ -5,6 +5,11 @@ at random from the point of view of a dormant working set. If S bytes have strea
 LLC of capacity C since an owner last touched its working set, a fraction exp(-S / C) of that
 set is still resident (the survival of a line under random replacement with S/line insertions),
 so the next touch misses on the rest. References and misses are counted per owner.
+
+An owner is a set of lines, not a path: every code path that runs over those lines touches the
+owner (the RT path and the heavy paths share the host kernel's code), so lines that a busy path
+touches every few microseconds stay resident for the others, and whoever touches them pays for
+the lines lost since anyone last did.
 """
 
 from __future__ import annotations

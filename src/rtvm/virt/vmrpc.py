@@ -53,7 +53,7 @@ class OutsourcedSocket:
         self.copied_bytes = 0
         self.rpcs = 0
         self.virqs = 0
-        #: LLC owner touched per RPC (the host socket path's footprint), if any
+        #: LLC owner touched per RPC in the guest (the VMRPC stub's footprint), if any
         self.ws_owner: str | None = None
         if rt:
             vm.guest.idle_hooks.append(self._extended_idle)
@@ -95,10 +95,10 @@ class OutsourcedSocket:
         c = k.costs
         vcpu = gt.vcpu
         while True:
-            yield c.syscall + c.vmrpc_call
+            yield c.syscall + c.vmrpc_call + self._touch()
             self.rpcs += 1
             vcpu._exit("vmrpc")
-            yield c.vm_exit_entry // 2 + self._touch()
+            yield c.vm_exit_entry // 2
             if self.queue:
                 pkt = self.queue.popleft()
                 self.rx_copies += 1
@@ -129,11 +129,11 @@ class OutsourcedSocket:
         k = self.vm.kernel
         c = k.costs
         vcpu = gt.vcpu
-        yield c.syscall + c.vmrpc_call
+        yield c.syscall + c.vmrpc_call + self._touch()
         self.rpcs += 1
         pkt.stamps.setdefault("vm_exit", k.sim.now)
         vcpu._exit("vmrpc")
-        yield c.vm_exit_entry // 2 + self._touch()
+        yield c.vm_exit_entry // 2
         self.tx_copies += 1
         self.copied_bytes += pkt.nbytes
         if self.vm.llc is not None:
