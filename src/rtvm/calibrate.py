@@ -13,13 +13,13 @@ to first order, in stages (``STAGES``):
    exclusive and outsourcing, whose latency under load is the LLC's alone in the model, with
    the copy cost of stage 1. Vanilla's and threaded's latencies are predictions.
 
-A stage's objective (documented, deterministic) is the sum over the four methods of the
-squared log-ratios model/published of its cells. The reported objective is the one of all
-cells together: mean and p99, plus 4x the heavy throughput (its bar is tighter). Search: per
-stage, a pattern search with multiplicative steps (x1.6, then x1.25, then x1.1) within each
-cost's bounds: each cost alone, then pairs moved in opposite directions (the two footprints
-trade off along a ridge), every evaluation a fixed-seed simulation, so a re-run gives the same
-fit. The
+A stage's objective (documented, deterministic) is the sum over the stage's methods of the
+squared log-ratios model/published of its cells. The reported objective is the one of all cells
+of all methods together: mean and p99, plus 4x the heavy throughput (its bar is tighter).
+Search: per stage, a pattern search with multiplicative steps (x1.6, then x1.25, then x1.1)
+within each cost's bounds: each cost alone, then pairs moved in opposite directions (the two
+footprints trade off along a ridge), every evaluation a fixed-seed simulation, so a re-run from
+the same profile gives the same fit (a local optimum: another start may end elsewhere). The
 fitted profile is written atomically with the new values and the objective in its header; the
 residuals per cell are printed.
 """
@@ -108,11 +108,10 @@ def objective(
         for key, weight in CELL_WEIGHTS.items():
             model = max(float(r[key] or 0.0), 1e-9)
             lr = math.log(model / p[key])
-            if methods is not None and r["method"] not in methods:
-                pass
-            elif cells is None:
+            counted = methods is None or r["method"] in methods
+            if counted and cells is None:
                 total += weight * lr * lr
-            elif key in cells:
+            elif counted and key in cells:
                 total += lr * lr
             res[key] = round(model, 2)
             res[f"{key}_published"] = p[key]
