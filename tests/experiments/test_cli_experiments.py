@@ -81,6 +81,8 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         "outsourcing",
     ]
     assert env["published"] == SIMPLE_RT and env["duration_s"] == 0.1
+    for m, d in env["details"].items():  # the paper's probe segments, per method
+        assert set(d["segments"]) == {"host_receive_us", "guest_us", "host_send_us"}, m
     for f in (
         "results.json",
         "simple_rt.csv",

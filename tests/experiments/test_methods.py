@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from rtvm.experiments.runner import run_method
@@ -104,6 +105,35 @@ def test_request_columns_can_be_read_mid_run_and_match_the_records():
     recs = tb.client.stats.completed()
     assert [r.latency_ns for r in recs] == list(cols["wire_out"] - cols["nic_rx"])
     assert all(r.vm_entry is not None and r.nic_rx < r.vm_entry < r.vm_exit for r in recs)
+
+
+@pytest.mark.parametrize("name", ["threaded", "outsourcing"])
+def test_probe_segments_partition_each_response(name):
+    """Host receive + guest + host send is each request's response time, for both I/O paths."""
+    r = run_method(name, 0.1, 1)
+    seg = r.segments_us
+    total = seg["host_receive_us"] + seg["guest_us"] + seg["host_send_us"]
+    assert len(r.latencies_us) > 5
+    assert total == pytest.approx(r.latencies_us, abs=1e-6)
+    assert all((v > 0).all() for v in seg.values())
+    summary = r.extra["segments"]
+    mean_sum = sum(s["mean_us"] for s in summary.values())
+    assert mean_sum == pytest.approx(r.row["mean_us"], abs=0.01)
+    assert all(s["samples"] == r.row["samples"] for s in summary.values())
+
+
+def test_a_probe_that_did_not_fire_leaves_its_segments_out():
+    from rtvm.experiments.runner import SEGMENTS, _segment_us
+
+    col = {
+        "nic_rx": np.array([0, 100]),
+        "vm_entry": np.array([4000, -1]),
+        "vm_exit": np.array([9000, -1]),
+        "wire_out": np.array([10000, 20000]),
+    }
+    host, guest = (_segment_us(col, *SEGMENTS[k]) for k in ("host_receive_us", "guest_us"))
+    assert host[0] == 4.0 and guest[0] == 5.0
+    assert np.isnan(host[1]) and np.isnan(guest[1])
 
 
 def test_rt_stage_footprints_follow_the_code_each_stage_runs():

@@ -33,6 +33,29 @@ class MethodResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: The paper's lightweight probes (DESIGN.md section 3): host receive = NIC interrupt to VM
+#: entry, guest = VM entry to VM exit when sending, host send = VM exit to the wire.
+SEGMENTS: dict[str, tuple[str, str]] = {
+    "host_receive_us": ("nic_rx", "vm_entry"),
+    "guest_us": ("vm_entry", "vm_exit"),
+    "host_send_us": ("vm_exit", "wire_out"),
+}
+
+
+def _segment_us(col: dict[str, np.ndarray], start: str, end: str) -> np.ndarray:
+    """Per-request time between two probes, in us; NaN where either probe did not fire."""
+    a, b = col[start], col[end]
+    out = (b - a) / 1000.0
+    out[(a < 0) | (b < 0)] = np.nan
+    return out
+
+
+def _segment_row(v: np.ndarray) -> dict[str, float | int | None]:
+    """A segment's summary: where a method's response time goes, and where its tail does."""
+    s = from_samples(v).row()
+    return {k: s[k] for k in ("mean_us", "p50_us", "p99_us", "max_us", "samples")}
+
+
 def _snapshot(tb: Any) -> tuple[list[int], int]:
     for c in tb.kernel.cpus:
         c.account()
@@ -76,11 +99,7 @@ def run_method(
     window = end - warm
     col = tb.client.stats.columns()
     lat = (col["wire_out"] - col["nic_rx"]) / 1000.0
-    seg = {
-        "host_receive_us": (col["vm_entry"] - col["nic_rx"]) / 1000.0,
-        "guest_us": (col["vm_exit"] - col["vm_entry"]) / 1000.0,
-        "host_send_us": (col["wire_out"] - col["vm_exit"]) / 1000.0,
-    }
+    seg = {name: _segment_us(col, a, b) for name, (a, b) in SEGMENTS.items()}
     by_cpu = [100.0 * (b1 - b0) / window for b0, b1 in zip(busy0, busy1, strict=True)]
     stats = from_samples(lat).row()
     row: dict[str, Any] = {"method": method}
@@ -101,6 +120,7 @@ def run_method(
             }
             for o in tb.llc.owners.values()
         },
+        "segments": {name: _segment_row(v) for name, v in seg.items()},
         "profile_sha256": costs.sha256,
     }
     return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)
