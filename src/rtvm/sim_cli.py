@@ -150,4 +150,8 @@ def sim(
 
     from rich.console import Console
 
-    Console(width=max(110, shutil.get_terminal_size((110, 24)).columns)).print(t)
+    from rtvm.report.tables import segments_table
+
+    wide = Console(width=max(110, shutil.get_terminal_size((110, 24)).columns))
+    wide.print(t)
+    wide.print(segments_table({sc.method: res.extra["segments"]}))

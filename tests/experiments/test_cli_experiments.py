@@ -209,3 +209,21 @@ def test_rewrite_profile_changes_only_values():
     assert p.rt_stage_ws_bytes_per_us == 1234
     old = parse_profile(text)
     assert {k for k in p.entries if p.entries[k] != old.entries[k]} == {"rt_stage_ws_bytes_per_us"}
+
+
+def test_segments_table_prints_mean_and_p99_and_marks_a_segment_without_samples():
+    from rich.console import Console
+
+    from rtvm.report.tables import segments_table
+
+    seg = {
+        "host_receive_us": {"mean_us": 12.34, "p99_us": 29.8},
+        "guest_us": {"mean_us": None, "p99_us": None},  # no request reached the guest probe
+        "host_send_us": {"mean_us": 4.0, "p99_us": 21.25},
+    }
+    con = Console(width=120, record=True)
+    con.print(segments_table({"threaded": seg}))
+    text = con.export_text()
+    assert "12.3 / 29.8" in text and "4.0 / 21.2" in text
+    row = next(line for line in text.splitlines() if "threaded" in line)
+    assert "-" in row.split("│")[3]

@@ -105,6 +105,9 @@ def test_request_columns_can_be_read_mid_run_and_match_the_records():
     recs = tb.client.stats.completed()
     assert [r.latency_ns for r in recs] == list(cols["wire_out"] - cols["nic_rx"])
     assert all(r.vm_entry is not None and r.nic_rx < r.vm_entry < r.vm_exit for r in recs)
+    views = tb.client.stats.columns(copy=False)  # a finished run's columns, without copies
+    assert all((views[c] == cols[c]).all() for c in cols)
+    assert not any(v.flags.writeable for v in views.values())
 
 
 @pytest.mark.parametrize("name", ["threaded", "outsourcing"])

@@ -19,6 +19,7 @@ from rtvm.cli_support import (
     result_envelope,
 )
 from rtvm.kernel.profile import load_profile
+from rtvm.report.tables import segments_table
 
 
 @click.group(cls=RtvmGroup, epilog=command_epilog("rtvm reproduce simple-rt --quick"))
@@ -30,29 +31,6 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     if v is None:
         return "-"
     return f"{v:.1f}" if pub is None else f"{v:.1f} ({pub:.1f})"
-
-
-#: the probe segments of a response, in path order, with their column titles
-_SEGMENT_TITLES = {
-    "host_receive_us": "host receive",
-    "guest_us": "guest",
-    "host_send_us": "host send",
-}
-
-
-def _segments_table(results: dict) -> Table:
-    """Where each method's response time goes (model only: the paper's probe segments)."""
-    t = Table(title="time per probe segment (model), mean / p99 us")
-    t.add_column("method", no_wrap=True)
-    for title in _SEGMENT_TITLES.values():
-        t.add_column(title, justify="right", no_wrap=True)
-    for m, r in results.items():
-        seg = r.extra["segments"]
-        t.add_row(
-            m,
-            *(f"{_fmt(seg[k]['mean_us'])} / {_fmt(seg[k]['p99_us'])}" for k in _SEGMENT_TITLES),
-        )
-    return t
 
 
 @reproduce.command(
@@ -167,7 +145,7 @@ def simple_rt(
 
     wide = Console(width=max(110, shutil.get_terminal_size((110, 24)).columns))
     wide.print(t)
-    wide.print(_segments_table(results))
+    wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
     for r in rows:
         if r["lost"] > max(2, r["samples"] // 100):
             click.echo(
