@@ -322,10 +322,12 @@ def _build_heavy(
         raise ValueError(f"heavy_io {m.heavy_io!r}; allowed: virtio, outsourcing")
 
     rx_owner = _heavy_owner(llc, m, "host/rx")
+    if rx_owner is not None:
+        path_cost = segment_cost
 
-    def heavy_segment_cost(kk: Kernel, pkt: Packet) -> int:
-        """The protocol (or bridge) work; it runs the RT path's host RX code as well."""
-        return segment_cost(kk, pkt) + (llc.touch(rx_owner) if rx_owner else 0)
+        def segment_cost(kk: Kernel, pkt: Packet) -> int:
+            """The protocol (or bridge) work; it runs the RT path's host RX code as well."""
+            return path_cost(kk, pkt) + llc.touch(rx_owner)
 
     policy, prio = _irq_sched(m.heavy_irq)
     rxq = RxQueue(
@@ -334,7 +336,7 @@ def _build_heavy(
         irq=31 + i,
         cpu=m.heavy_nic_cpus[i],
         deliver=deliver,
-        segment_cost=heavy_segment_cost,
+        segment_cost=segment_cost,
         irq_thread_policy=policy,
         irq_thread_prio=prio,
         gro_frames=k.costs.gro_segment,
