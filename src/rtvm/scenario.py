@@ -54,6 +54,21 @@ class Workload(_Strict):
     heavy: Heavy = Heavy()
 
 
+class Irq(_Strict):
+    """Where each NIC's interrupt goes (its MSI-X vector's CPU; the IRQ thread follows it).
+    Unset: the method's own routing."""
+
+    rt_nic_cpu: int | None = Field(None, ge=0)
+    heavy_nic_cpus: list[int] | None = None
+
+    @field_validator("heavy_nic_cpus")
+    @classmethod
+    def _non_negative(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(c < 0 for c in v):
+            raise ValueError("CPU numbers must be >= 0")
+        return v
+
+
 class Profile(_Strict):
     path: str | None = None
     overrides: dict[str, int] = Field(default_factory=dict)
@@ -67,6 +82,7 @@ class Scenario(_Strict):
     warmup_s: float = Field(0.1, ge=0)
     host: Host = Host()
     workload: Workload = Workload()
+    irq: Irq = Irq()
     profile: Profile = Profile()
 
     @field_validator("method")
@@ -75,6 +91,18 @@ class Scenario(_Strict):
         if v not in METHODS:
             raise ValueError(f"unknown method; allowed: {', '.join(METHODS)}")
         return v
+
+    @model_validator(mode="after")
+    def _irq_cpus_exist(self) -> Scenario:
+        ncpus, irq = self.host.cpus, self.irq
+        cpus = [c for c in [irq.rt_nic_cpu, *(irq.heavy_nic_cpus or [])] if c is not None]
+        if any(c >= ncpus for c in cpus):
+            allowed = f"0..{ncpus - 1}"
+            raise ValueError(f"irq: a NIC's CPU is outside the host's CPUs; allowed: {allowed}")
+        n = self.workload.heavy.receivers
+        if irq.heavy_nic_cpus is not None and len(irq.heavy_nic_cpus) != n:
+            raise ValueError(f"irq.heavy_nic_cpus: one CPU per heavy receiver's NIC ({n})")
+        return self
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

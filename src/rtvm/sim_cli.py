@@ -93,6 +93,8 @@ def sim(
                 "event_idx": sc.host.event_idx,
                 "hz": sc.host.hz,
                 "heavy": sc.workload.heavy.receivers,
+                "rt_nic_cpu": sc.irq.rt_nic_cpu,
+                "heavy_nic_cpus": sc.irq.heavy_nic_cpus,
             },
         )
     except (KeyError, ValueError) as e:

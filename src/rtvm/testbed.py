@@ -20,7 +20,7 @@ guest stages and the server live in the RT VM's own memory, which nothing else t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rtvm.engine import Simulator
@@ -373,8 +373,15 @@ def build_testbed(
     halt_poll_ns: int | None = None,
     event_idx: bool = True,
     hz: int = 1000,
+    rt_nic_cpu: int | None = None,
+    heavy_nic_cpus: tuple[int, ...] | None = None,
 ) -> Testbed:
-    """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs."""
+    """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs.
+    ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq])."""
+    if rt_nic_cpu is not None:
+        method = replace(method, rt_nic_cpu=rt_nic_cpu)
+    if heavy_nic_cpus is not None:
+        method = replace(method, heavy_nic_cpus=tuple(heavy_nic_cpus))
     costs = costs or load_profile()
     rr = rr or rr_config(costs)
     gen = generation or method.generation

@@ -33,6 +33,15 @@ def _rtvm(*args, timeout=300):
             "interarrival_max_us must be >= interarrival_min_us",
         ),
         ("method = \n", "not valid TOML"),
+        (
+            'method = "vanilla"\n[irq]\nheavy_nic_cpus = [0, 2]\n',
+            "irq: a NIC's CPU is outside the host's CPUs; allowed: 0..1",
+        ),
+        (
+            'method = "vanilla"\n[irq]\nheavy_nic_cpus = [0]\n',
+            "irq.heavy_nic_cpus: one CPU per heavy receiver's NIC (2)",
+        ),
+        ('method = "vanilla"\n[irq]\nrt_nic_cpu = -1\n', "irq.rt_nic_cpu = -1"),
     ],
 )
 def test_bad_scenarios_get_one_line_errors_and_exit_2(tmp_path, text, needle):
@@ -227,3 +236,15 @@ def test_segments_table_prints_mean_and_p99_and_marks_a_segment_without_samples(
     assert "12.3 / 29.8" in text and "4.0 / 21.2" in text
     row = next(line for line in text.splitlines() if "threaded" in line)
     assert "-" in row.split("│")[3]
+
+
+def test_every_example_scenario_validates():
+    from pathlib import Path
+
+    from rtvm.scenario import load_scenario
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
+    assert len(examples) >= 4
+    for p in examples:
+        sc = load_scenario(p)
+        assert sc.method and sc.duration_s > 0, p

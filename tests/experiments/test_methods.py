@@ -44,6 +44,17 @@ def test_exclusive_keeps_non_rt_work_off_the_rt_cpu():
         assert "heavy" not in name and "eth1" not in name and "eth2" not in name, name
 
 
+def test_a_scenario_can_route_every_nic_interrupt_to_one_cpu():
+    tb = build_testbed(METHODS["vanilla"], heavy_nic_cpus=(0, 0))
+    tb.sim.run(until=50_000_000)
+    assert [h.rxq.irq.cpu.id for h in tb.heavies] == [0, 0]
+    assert all(h.rxq.irq.cpu.nr_irqs > 0 for h in tb.heavies)
+    assert tb.kernel.cpus[1].nr_irqs == 0  # the RT NIC is on CPU 0 as well (vanilla's routing)
+    threaded = build_testbed(METHODS["threaded"], rt_nic_cpu=1)
+    rt_irq_thread = threaded.rxq.irq.thread
+    assert rt_irq_thread is not None and rt_irq_thread.allowed == {1}  # the thread follows
+
+
 def test_outsourcing_has_no_vhost_threads_and_uses_the_rt_poll_list():
     tb = build_testbed(METHODS["outsourcing"])
     names = {t.name for t in tb.kernel.tasks}

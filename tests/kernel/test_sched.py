@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import MS, US, busy, kernel
+from helpers import MS, US, busy, kernel, sleep
 
 from rtvm.kernel import SCHED_FIFO, SCHED_OTHER
 
@@ -125,3 +125,58 @@ def test_cfs_tunables_scale_with_the_online_cpus_as_at_boot():
     assert kernel(ncpus=2).tunables == SchedTunables.for_cpus(2)
     throttled = SchedTunables.for_cpus(2, rt_throttle_ns=(950 * MS, 1000 * MS))
     assert throttled.sched_latency_ns == 12 * MS and throttled.rt_throttle_ns is not None
+
+
+# -- CFS balancing (4.1 idle_balance / load_balance) ------------------------------------------
+def _one_queued_behind(k, hog_ns: int):
+    """A FIFO hog on CPU 1 for ``hog_ns``; CFS tasks a (running) and b (queued) on CPU 0."""
+    k.create_task("hog", busy(hog_ns), SCHED_FIFO, 10, allowed={1})
+    a = k.create_task("a", busy(100 * MS), SCHED_OTHER, allowed={0, 1})
+    b = k.create_task("b", busy(100 * MS), SCHED_OTHER, allowed={0, 1})
+    assert a.cpu is k.cpus[0] and b.cpu is k.cpus[0]  # no CPU was idle when they woke
+    return a, b
+
+
+def test_a_cpu_going_idle_pulls_a_queued_cfs_task_that_is_not_cache_hot():
+    k = kernel(ncpus=2, switch_ns=0)
+    _, b = _one_queued_behind(k, 100 * US)
+    k.sim.run(until=150 * US)
+    # b never ran, so it is not cache-hot; CPU 1's avg_idle is still its boot value (1 ms)
+    assert k.cpus[1].curr is b
+    assert k.cpus[1].idle_stamp is None  # the pull ended the idle period it had stamped
+
+
+def test_a_cache_hot_task_is_not_pulled_until_it_has_cooled():
+    k = kernel(ncpus=2, switch_ns=0)
+    # a runs 0-6 ms, b 6-12 ms (CFS slices of 12 ms / 2), a again from 12 ms
+    _, b = _one_queued_behind(k, 12 * MS + 200 * US)
+    k.sim.run(until=12 * MS + 300 * US)
+    # CPU 1 went idle 0.2 ms after b left CPU 0: b is cache-hot (< migration_cost, 0.5 ms)
+    assert b.cpu is k.cpus[0] and k.cpus[1].curr is None
+    k.sim.run(until=13 * MS + 300 * US)
+    # the idle CPU balanced again one balance_interval (1 ms) later and took the cooled task
+    assert k.cpus[1].curr is b
+
+
+def test_a_cpu_with_short_idle_periods_does_not_pull_when_it_idles():
+    k = kernel(ncpus=2, switch_ns=0)
+
+    def ticker(t):  # 50 us on, 50 us off on CPU 1: avg_idle converges towards 50 us
+        while True:
+            yield 50 * US
+            yield from sleep(k, t, 50 * US)
+            if k.sim.now > 3 * MS:
+                return
+
+    k.create_task("ticker", ticker, SCHED_FIFO, 10, allowed={1})
+    k.create_task("a", busy(100 * MS), SCHED_OTHER, allowed={0})
+    k.sim.run(until=2 * MS + 10 * US)
+    assert k.cpus[1].avg_idle < 150 * US  # 50 us + 950 us x (7/8)^20
+    b = k.create_task("b", busy(100 * MS), SCHED_OTHER, allowed={0, 1})
+    assert b.cpu is k.cpus[0]  # CPU 1 runs the ticker, CPU 0 runs a: b queues on CPU 0
+    k.sim.run(until=2 * MS + 900 * US)
+    # CPU 1 idled nine times meanwhile; b is not cache-hot (it never ran), yet none pulled it
+    assert b.cpu is k.cpus[0]
+    k.sim.run(until=5 * MS)
+    # once the ticker stopped, the periodic idle balance found CPU 1 idle and took b
+    assert k.cpus[1].curr is b

@@ -51,6 +51,12 @@ class Cpu:
         self.slice_ev = None
         self.rt_time = 0  # RT throttling: RT runtime used in the current period
         self.rt_throttled = False
+        # CFS balancing (host.Kernel.balance): rq->idle_stamp, rq->avg_idle (2 x migration_cost
+        # at boot), the pending periodic idle balance and the domain's failed-balance count
+        self.idle_stamp: int | None = None
+        self.avg_idle = 2 * kernel.tunables.migration_cost_ns
+        self.balance_ev: Any = None
+        self.nr_balance_failed = 0
         # accounting
         self.mark = self.sim.now
         self.busy_ns = {"thread": 0, "hardirq": 0, "softirq": 0}
@@ -293,6 +299,7 @@ class Cpu:
         prev = self.curr
         if prev is not None:
             self._pause(prev)
+            prev.last_ran_ns = self.sim.now
             if prev.state == RUNNING:
                 # A preempted RT task keeps its place at the head of its priority list.
                 self.rq.enqueue(prev, head=prev.prio > 0)

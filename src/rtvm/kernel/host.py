@@ -150,6 +150,8 @@ class Kernel:
         if t.prio == 0:
             place_entity(self.tunables, t, cpu.rq)
         cpu.rq.enqueue(t)
+        if cpu.idle_stamp is not None:
+            self._update_avg_idle(cpu)
         if self.tracer is not None:
             self.tracer.wakeup(t, cpu.id, self.sim.now)
         self._check_preempt(cpu, t, waker)
@@ -215,7 +217,7 @@ class Kernel:
         self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, dest)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
-        """Before picking: pull_rt_task(), and idle balance for CFS."""
+        """Before picking: pull_rt_task(), then idle_balance() if nothing is left to run."""
         best_here = cpu.rq.best_prio()
         for other in self.cpus:
             if other is cpu:
@@ -230,17 +232,78 @@ class Kernel:
                     break
         if best_here >= 0:
             return
-        for other in self.cpus:  # idle balance: take a queued CFS task we may run
-            if other is cpu:
+        self._idle_balance(cpu)
+
+    def _idle_balance(self, cpu: Cpu) -> None:
+        """idle_balance() (4.1): stamp the start of idle; pull a queued CFS task only if this
+        CPU's idle periods are long on average (avg_idle >= migration_cost: a CPU that will be
+        woken soon anyway does not pay for a migration) and the task is not cache-hot."""
+        cpu.idle_stamp = self.sim.now
+        if cpu.avg_idle >= self.tunables.migration_cost_ns and self._pull_cfs(cpu, hot_ok=False):
+            cpu.idle_stamp = None
+            return
+        self._arm_idle_rebalance(cpu)
+
+    def _update_avg_idle(self, cpu: Cpu) -> None:
+        """ttwu_do_wakeup(): fold the idle period that a wakeup ends into rq->avg_idle
+        (update_avg: an eighth of the difference), capped at 2 x max_idle_balance_cost."""
+        delta = self.sim.now - cpu.idle_stamp  # type: ignore[operator]
+        cap = 2 * self.tunables.migration_cost_ns
+        cpu.avg_idle = min(cap, cpu.avg_idle + ((delta - cpu.avg_idle) >> 3))
+        cpu.idle_stamp = None
+
+    def _cfs_candidates(self, cpu: Cpu) -> list[Task]:
+        """Queued CFS tasks of other CPUs that ``cpu`` may run, busiest CPU first."""
+        others = sorted(
+            (c for c in self.cpus if c is not cpu and c.rq.cfs),
+            key=lambda c: (-len(c.rq.cfs), c.id),
+        )
+        return [t for c in others for t in c.rq.cfs if cpu.id in t.allowed]
+
+    def _pull_cfs(self, cpu: Cpu, hot_ok: bool) -> bool:
+        """load_balance() for an idle CPU, reduced to what two CPUs need: move one queued CFS
+        task here; can_migrate_task() refuses a cache-hot one (task_hot(): it left a CPU less
+        than migration_cost ago) unless ``hot_ok``."""
+        now = self.sim.now
+        window = self.tunables.migration_cost_ns
+        for t in self._cfs_candidates(cpu):
+            if not hot_ok and now - t.last_ran_ns < window:
                 continue
-            for t in other.rq.cfs:
-                if cpu.id in t.allowed:
-                    other.rq.dequeue(t)
-                    t.vruntime += cpu.rq.min_vruntime - other.rq.min_vruntime
-                    t.cpu = cpu
-                    t.nr_migrations += 1
-                    cpu.rq.enqueue(t)
-                    return
+            other = t.cpu
+            other.rq.dequeue(t)
+            t.vruntime += cpu.rq.min_vruntime - other.rq.min_vruntime
+            t.cpu = cpu
+            t.nr_migrations += 1
+            cpu.rq.enqueue(t)
+            return True
+        return False
+
+    def _arm_idle_rebalance(self, cpu: Cpu) -> None:
+        """The periodic balance of a CPU without CFS work (the tick's rebalance_domains, or the
+        nohz idle balancer for a tickless idle CPU): while another CPU has queued CFS tasks it
+        may run, it looks again every balance_interval."""
+        curr = cpu.curr
+        has_cfs = (curr is not None and curr.prio == 0) or cpu.rq.cfs
+        if cpu.balance_ev is None and not has_cfs and self._cfs_candidates(cpu):
+            cpu.balance_ev = self.sim.after(
+                self.tunables.balance_interval_ns, self._idle_rebalance, cpu
+            )
+
+    def _idle_rebalance(self, cpu: Cpu) -> None:
+        """rebalance_domains() with CPU_IDLE: a balance that finds only cache-hot tasks fails;
+        after cache_nice_tries failures a hot task moves too. A CPU that runs an RT task at the
+        tick is not idle: its CPU_NOT_IDLE interval (x busy_factor 32) has not passed, so it
+        looks again at the next interval."""
+        cpu.balance_ev = None
+        if cpu.curr is None and not len(cpu.rq):
+            hot_ok = cpu.nr_balance_failed > self.tunables.cache_nice_tries
+            if self._pull_cfs(cpu, hot_ok):
+                cpu.nr_balance_failed = 0
+                cpu.resched()
+                return
+            if self._cfs_candidates(cpu):
+                cpu.nr_balance_failed += 1
+        self._arm_idle_rebalance(cpu)
 
     # -- priorities (PI) -------------------------------------------------------------------
     def set_effective_prio(self, t: Task, prio: int) -> None:

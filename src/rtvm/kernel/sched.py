@@ -9,8 +9,13 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
 - CFS: vruntime advances by delta * 1024 / weight; the smallest vruntime runs; a woken task
   preempts the current CFS task if it is ahead by more than the wakeup granularity; a running
   task is preempted after its slice (sched_latency / nr_running, at least min_granularity); a
-  woken sleeper is placed at min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS); an idle CPU
-  pulls a queued CFS task it may run (idle balance).
+  woken sleeper is placed at min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS).
+- CFS balancing (4.1's idle_balance, load_balance): a CPU about to idle pulls a queued CFS task
+  only if it has been idle long enough on average (avg_idle >= sysctl_sched_migration_cost,
+  0.5 ms) and the task is not cache-hot (it ran less than migration_cost ago). A CPU that stays
+  idle beside queued work balances again every balance_interval (the nohz idle balancer), and
+  after cache_nice_tries failed attempts it takes a cache-hot task too. The busy CPUs' own
+  periodic balance (every 64 ms and more: busy_factor 32) is left out.
 - RT throttling (sched_rt_runtime_us / sched_rt_period_us), off unless the scenario sets it.
 """
 
@@ -34,6 +39,12 @@ class SchedTunables:
     sched_latency_ns: int = 6 * MS
     min_granularity_ns: int = 750_000
     wakeup_granularity_ns: int = 1 * MS
+    #: sysctl_sched_migration_cost: the avg_idle gate of idle_balance and task_hot()'s window
+    migration_cost_ns: int = 500_000
+    #: sd->balance_interval of the MC domain at boot (1 ms), for an idle CPU's periodic balance
+    balance_interval_ns: int = 1 * MS
+    #: sd->cache_nice_tries of the MC domain: failed balances before a cache-hot task may move
+    cache_nice_tries: int = 1
     #: None: no RT throttling; else (runtime, period) in ns, e.g. (950 ms, 1000 ms)
     rt_throttle_ns: tuple[int, int] | None = None
 
@@ -44,7 +55,7 @@ class SchedTunables:
         testbed's host runs 2 cores (Hyper-Threading off): factor 2, so 12 / 1.5 / 2 ms."""
         factor = min(max(ncpus, 1), 8).bit_length()  # == 1 + ilog2(n) for n >= 1
         base = cls()
-        scaled = replace(
+        scaled = replace(  # migration_cost and the domain's intervals are not scaled
             base,
             sched_latency_ns=base.sched_latency_ns * factor,
             min_granularity_ns=base.min_granularity_ns * factor,

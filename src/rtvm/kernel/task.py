@@ -75,6 +75,7 @@ class Task(Context):
         "bh_count",
         "blocked_on",
         "exec_ns",
+        "last_ran_ns",
         "normal_prio",
         "nr_migrations",
         "nr_switches",
@@ -120,6 +121,8 @@ class Task(Context):
         #: running user or guest code (not kernel code): preemptible on any kernel
         self.user_mode = False
         self.exec_ns = 0
+        #: when it last left a CPU (se.exec_start as a queued task sees it): task_hot()
+        self.last_ran_ns = -(1 << 62)
         self.nr_switches = 0
         self.nr_wakeups = 0
         self.nr_migrations = 0
