@@ -239,10 +239,13 @@ class Kernel:
         CPU's idle periods are long on average (avg_idle >= migration_cost: a CPU that will be
         woken soon anyway does not pay for a migration) and the task is not cache-hot."""
         cpu.idle_stamp = self.sim.now
-        if cpu.avg_idle >= self.tunables.migration_cost_ns and self._pull_cfs(cpu, hot_ok=False):
+        queued = self._cfs_candidates(cpu)
+        if not queued:
+            return
+        if cpu.avg_idle >= self.tunables.migration_cost_ns and self._pull_cfs(cpu, queued, False):
             cpu.idle_stamp = None
             return
-        self._arm_idle_rebalance(cpu)
+        self._arm_idle_rebalance(cpu, queued)
 
     def _update_avg_idle(self, cpu: Cpu) -> None:
         """ttwu_do_wakeup(): fold the idle period that a wakeup ends into rq->avg_idle
@@ -260,13 +263,13 @@ class Kernel:
         )
         return [t for c in others for t in c.rq.cfs if cpu.id in t.allowed]
 
-    def _pull_cfs(self, cpu: Cpu, hot_ok: bool) -> bool:
-        """load_balance() for an idle CPU, reduced to what two CPUs need: move one queued CFS
-        task here; can_migrate_task() refuses a cache-hot one (task_hot(): it left a CPU less
-        than migration_cost ago) unless ``hot_ok``."""
+    def _pull_cfs(self, cpu: Cpu, queued: list[Task], hot_ok: bool) -> bool:
+        """load_balance() for an idle CPU, reduced to what two CPUs need: move one of the
+        ``queued`` CFS tasks here; can_migrate_task() refuses a cache-hot one (task_hot(): it
+        left a CPU less than migration_cost ago) unless ``hot_ok``."""
         now = self.sim.now
         window = self.tunables.migration_cost_ns
-        for t in self._cfs_candidates(cpu):
+        for t in queued:
             if not hot_ok and now - t.last_ran_ns < window:
                 continue
             other = t.cpu
@@ -278,13 +281,13 @@ class Kernel:
             return True
         return False
 
-    def _arm_idle_rebalance(self, cpu: Cpu) -> None:
+    def _arm_idle_rebalance(self, cpu: Cpu, queued: list[Task]) -> None:
         """The periodic balance of a CPU without CFS work (the tick's rebalance_domains, or the
-        nohz idle balancer for a tickless idle CPU): while another CPU has queued CFS tasks it
-        may run, it looks again every balance_interval."""
+        nohz idle balancer for a tickless idle CPU): while other CPUs have ``queued`` CFS tasks
+        it may run, it looks again every balance_interval."""
         curr = cpu.curr
         has_cfs = (curr is not None and curr.prio == 0) or cpu.rq.cfs
-        if cpu.balance_ev is None and not has_cfs and self._cfs_candidates(cpu):
+        if cpu.balance_ev is None and not has_cfs and queued:
             cpu.balance_ev = self.sim.after(
                 self.tunables.balance_interval_ns, self._idle_rebalance, cpu
             )
@@ -295,15 +298,17 @@ class Kernel:
         tick is not idle: its CPU_NOT_IDLE interval (x busy_factor 32) has not passed, so it
         looks again at the next interval."""
         cpu.balance_ev = None
+        queued = self._cfs_candidates(cpu)
+        if not queued:
+            return
         if cpu.curr is None and not len(cpu.rq):
             hot_ok = cpu.nr_balance_failed > self.tunables.cache_nice_tries
-            if self._pull_cfs(cpu, hot_ok):
+            if self._pull_cfs(cpu, queued, hot_ok):
                 cpu.nr_balance_failed = 0
                 cpu.resched()
                 return
-            if self._cfs_candidates(cpu):
-                cpu.nr_balance_failed += 1
-        self._arm_idle_rebalance(cpu)
+            cpu.nr_balance_failed += 1
+        self._arm_idle_rebalance(cpu, queued)
 
     # -- priorities (PI) -------------------------------------------------------------------
     def set_effective_prio(self, t: Task, prio: int) -> None:
