@@ -180,3 +180,13 @@ def test_a_cpu_with_short_idle_periods_does_not_pull_when_it_idles():
     k.sim.run(until=5 * MS)
     # once the ticker stopped, the periodic idle balance found CPU 1 idle and took b
     assert k.cpus[1].curr is b
+
+
+def test_a_balanced_domain_forgets_its_failed_balances():
+    k = kernel(ncpus=2, switch_ns=0)
+    k.cpus[1].nr_balance_failed = 5  # as after failed tries on cache-hot tasks
+    k.create_task("short", busy(20 * US), SCHED_OTHER, allowed={1})
+    k.sim.run(until=100 * US)
+    # CPU 1 went idle with nothing queued anywhere: balanced (out_balanced) resets the count,
+    # so the next imbalance does not start by moving a cache-hot task
+    assert k.cpus[1].curr is None and k.cpus[1].nr_balance_failed == 0

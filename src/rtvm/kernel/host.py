@@ -241,6 +241,7 @@ class Kernel:
         cpu.idle_stamp = self.sim.now
         queued = self._cfs_candidates(cpu)
         if not queued:
+            cpu.nr_balance_failed = 0  # balanced: load_balance()'s out_balanced
             return
         if cpu.avg_idle >= self.tunables.migration_cost_ns and self._pull_cfs(cpu, queued, False):
             cpu.idle_stamp = None
@@ -287,7 +288,7 @@ class Kernel:
         it may run, it looks again every balance_interval."""
         curr = cpu.curr
         has_cfs = (curr is not None and curr.prio == 0) or cpu.rq.cfs
-        if cpu.balance_ev is None and not has_cfs and queued:
+        if cpu.balance_ev is None and not has_cfs:
             cpu.balance_ev = self.sim.after(
                 self.tunables.balance_interval_ns, self._idle_rebalance, cpu
             )
@@ -300,6 +301,7 @@ class Kernel:
         cpu.balance_ev = None
         queued = self._cfs_candidates(cpu)
         if not queued:
+            cpu.nr_balance_failed = 0  # balanced: load_balance()'s out_balanced
             return
         if cpu.curr is None and not len(cpu.rq):
             hot_ok = cpu.nr_balance_failed > self.tunables.cache_nice_tries
