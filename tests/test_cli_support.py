@@ -91,6 +91,15 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     assert os.listdir(p.parent) == ["r.json"]
 
 
+def test_atomic_write_gives_the_file_the_modes_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "r.txt", "x")
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: others may read results
+
+
 def test_atomic_write_failure_keeps_old_file(tmp_path):
     p = tmp_path / "r.json"
     atomic_write_text(p, "old")

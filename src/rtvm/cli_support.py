@@ -3,7 +3,8 @@
 - Bad input: one line on stderr, ``rtvm: error: <what is wrong>; <what is allowed>``, exit code 2.
   Never a traceback for a user's mistake.
 - A run that fails: one line, exit code 1 (``RunFailed``).
-- Ctrl-C: one line, exit code 130, after the command's own cleanup has run.
+- Ctrl-C: one line, exit code 130, after the command's own cleanup has run; a command that
+  keeps partial results says where (``Interrupted``).
 - ``--json``: exactly one JSON object on stdout (``emit_json``); progress and logs on stderr
   (``console``).
 - Files under ``--out`` are written atomically (``atomic_write_*``): a temporary file in the same
@@ -43,6 +44,12 @@ class UserError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C, with a word on what was kept (and how to go on from it). Exit code 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class RunFailed(click.ClickException):
     """The input was fine but the run failed (a tool crashed, a guest never answered). Exit 1."""
 
@@ -73,6 +80,9 @@ class RtvmGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except KeyboardInterrupt:
             print("rtvm: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except Interrupted as exc:
+            print(f"rtvm: interrupted: {one_line(exc.format_message())}", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
         except click.UsageError as exc:  # includes BadParameter, NoSuchOption, MissingParameter
             msg = one_line(exc.format_message())
@@ -161,6 +171,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is a normal file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -171,6 +182,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

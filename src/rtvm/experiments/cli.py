@@ -10,7 +10,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rtvm.cli_support import (
+    Interrupted,
     RtvmGroup,
+    RunFailed,
     command_epilog,
     common_options,
     console,
@@ -60,6 +62,11 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     default=None,
     help="Parallel processes (default: one per free core).",
 )
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Simulate every method again, replacing those kept under --out by an earlier run.",
+)
 def simple_rt(
     seed: int,
     quick: bool,
@@ -68,11 +75,16 @@ def simple_rt(
     duration: float | None,
     profile: Path | None,
     jobs: int | None,
+    fresh: bool,
 ) -> None:
     """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
 
     Model figures are printed beside the published ones (Garcia et al. 2018), each cell
     "model / published".
+
+    With --out, each method's result is kept under OUT/checkpoints as soon as it finishes; the
+    same command run again (same seed, length, profile and rtvm) reuses those instead of
+    simulating them again, so an interrupted run loses nothing. --fresh simulates them again.
     """
     from rtvm.experiments import simple_rt as exp
 
@@ -81,6 +93,9 @@ def simple_rt(
         prof = load_profile(profile)
     except (ValueError, OSError) as e:
         fail_input(f"--profile {profile}: {e}", "a cost profile TOML like src/rtvm/profiles/")
+    ckpt = out / "checkpoints" if out is not None else None
+    kept: list[str] = []
+    finished: list[str] = []
     t0 = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -93,18 +108,36 @@ def simple_rt(
 
         def done(m: str, r: object) -> None:
             progress.advance(task)
-            progress.console.log(f"{m} done")
+            finished.append(m)
+            progress.console.log(f"{m} done" + (f" (kept in {ckpt})" if ckpt else ""))
 
-        results = exp.run(
-            dur, seed, profile=str(profile) if profile else None, jobs=jobs, on_done=done
-        )
+        def reused(m: str, r: object) -> None:
+            progress.advance(task)
+            kept.append(m)
+            progress.console.log(f"{m} reused from {ckpt} (same key: seed, length, profile, rtvm)")
+
+        try:
+            results = exp.run(
+                dur,
+                seed,
+                profile=str(profile) if profile else None,
+                jobs=jobs,
+                on_done=done,
+                checkpoints=ckpt,
+                reuse=not fresh,
+                on_reused=reused,
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(_kept_note(out, ckpt, kept + finished)) from None
+        except OSError as e:  # a checkpoint that cannot be written: say which, do not go on
+            raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
     wall = time.perf_counter() - t0
     rows = [r.row for r in results.values()]
     published = exp.published_rows()
     env = result_envelope(
         "simple-rt", seed, dur, rows, published,
         scenario={"testbed": "garcia2018", "methods": list(results)},
-        profile_sha256=prof.sha256, wall_s=round(wall, 2),
+        profile_sha256=prof.sha256, wall_s=round(wall, 2), reused_methods=kept,
         details={m: r.extra for m, r in results.items()},
     )  # fmt: skip
     if out is not None:
@@ -153,7 +186,17 @@ def simple_rt(
                 "requests got no response: the figures cover the answered ones only",
                 err=True,
             )
+    reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
     click.echo(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
-        f"CPU than threaded. Wall time {wall:.1f} s."
+        f"CPU than threaded. Wall time {wall:.1f} s{reuse}."
     )
+
+
+def _kept_note(out: Path | None, ckpt: Path | None, kept: list[str]) -> str:
+    """What an interrupted simple-rt leaves behind, and how to go on from it."""
+    if ckpt is None:
+        return "nothing kept (with --out DIR each finished method is kept, and a re-run goes on)"
+    if not kept:
+        return f"no method had finished; a re-run with --out {out} starts over"
+    return f"{', '.join(kept)} kept in {ckpt}; the same command again simulates only the rest"

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rtvm.cli_support import atomic_write_bytes, atomic_write_json, atomic_write_text
+from rtvm.experiments import checkpoint
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.experiments.runner import MethodResult, run_method
+from rtvm.kernel.profile import load_profile
 from rtvm.methods import PAPER_METHODS
 
+EXPERIMENT = "simple-rt"
 FULL_S = 30.0
 QUICK_S = 3.0
 
@@ -33,24 +38,71 @@ def run(
     profile: str | None = None,
     jobs: int | None = None,
     on_done: Callable[[str, MethodResult], None] | None = None,
+    checkpoints: Path | None = None,
+    reuse: bool = True,
+    on_reused: Callable[[str, MethodResult], None] | None = None,
 ) -> dict[str, MethodResult]:
-    """Run ``methods``; in parallel processes if ``jobs`` > 1 (default: the free cores)."""
-    jobs = jobs or min(len(methods), os.cpu_count() or 1)
+    """Run ``methods``; in parallel processes if ``jobs`` > 1 (default: the free cores).
+
+    With ``checkpoints`` (a directory), each finished method is written there at once and a
+    method already there with the same key (experiment.checkpoint.run_key) is loaded instead of
+    simulated again (unless ``reuse`` is False): an interrupted run loses nothing.
+    ``on_reused`` hears of the methods loaded.
+    """
     results: dict[str, MethodResult] = {}
-    if jobs <= 1:
+    keys: dict[str, dict[str, Any]] = {}
+    if checkpoints is not None:
+        sha = load_profile(profile).sha256
         for m in methods:
-            results[m] = run_method(m, duration_s, seed, profile)
-            if on_done:
-                on_done(m, results[m])
-        return results
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futs = {pool.submit(run_method, m, duration_s, seed, profile): m for m in methods}
-        for fut in as_completed(futs):
-            m = futs[fut]
-            results[m] = fut.result()
-            if on_done:
-                on_done(m, results[m])
+            keys[m] = checkpoint.run_key(EXPERIMENT, m, seed, duration_s, sha)
+            kept = checkpoint.load(checkpoints, keys[m]) if reuse else None
+            if kept is not None:
+                results[m] = kept
+                if on_reused:
+                    on_reused(m, kept)
+
+    def finished(m: str, r: MethodResult) -> None:
+        results[m] = r
+        if checkpoints is not None:
+            checkpoint.save(checkpoints, keys[m], r)
+        if on_done:
+            on_done(m, r)
+
+    todo = [m for m in methods if m not in results]
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    if jobs <= 1:
+        for m in todo:
+            finished(m, run_method(m, duration_s, seed, profile))
+    else:
+        args = [(m, duration_s, seed, profile) for m in todo]
+        with _worker_pool(jobs) as pool:
+            for m, r in pool.imap_unordered(_run_one, args):
+                finished(m, r)
     return {m: results[m] for m in methods}
+
+
+def _run_one(args: tuple[str, float, int, str | None]) -> tuple[str, MethodResult]:
+    return args[0], run_method(*args)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (no tracebacks from each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _worker_pool(jobs: int) -> Iterator[Any]:
+    """A process pool whose workers are gone when the block is left: on Ctrl-C or any error
+    they are terminated before the exception goes on, so none is left running."""
+    pool = multiprocessing.get_context().Pool(jobs, initializer=_ignore_sigint)
+    try:
+        yield pool
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def published_rows() -> list[dict[str, Any]]:

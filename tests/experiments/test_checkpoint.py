@@ -1,0 +1,125 @@
+"""Finished methods kept on disk: an interrupted simple-rt loses nothing; a stale one is unused."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rtvm.experiments import checkpoint
+from rtvm.experiments import simple_rt as exp
+from rtvm.experiments.runner import run_method
+
+FAST = ("outsourcing", "exclusive")  # the two quickest methods to simulate
+DUR = 0.05
+
+
+def _same(a, b) -> bool:
+    return (
+        a.row == b.row
+        and a.extra == b.extra
+        and np.array_equal(a.latencies_us, b.latencies_us)
+        and a.segments_us.keys() == b.segments_us.keys()
+        and all(
+            np.array_equal(a.segments_us[k], b.segments_us[k], equal_nan=True)
+            for k in a.segments_us
+        )
+    )
+
+
+def test_a_checkpoint_gives_back_the_result_it_kept_and_only_for_its_key(tmp_path):
+    r = run_method("outsourcing", DUR, seed=3)
+    key = checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, r.extra["profile_sha256"])
+    checkpoint.save(tmp_path, key, r)
+    back = checkpoint.load(tmp_path, key)
+    assert back is not None and _same(back, r)
+    for changed in (
+        {"seed": 4},
+        {"duration_s": 0.1},
+        {"profile_sha256": "other"},
+        {"source_sha256": "x"},
+    ):
+        assert checkpoint.load(tmp_path, {**key, **changed}) is None, changed
+
+
+def test_a_torn_or_foreign_checkpoint_is_ignored(tmp_path):
+    key = checkpoint.run_key("simple-rt", "vanilla", 1, DUR, "sha")
+    checkpoint.path_for(tmp_path, "vanilla").write_bytes(b"PK\x03\x04 not a whole zip")
+    assert checkpoint.load(tmp_path, key) is None
+    np.savez(checkpoint.path_for(tmp_path, "vanilla"), other=np.arange(3))
+    assert checkpoint.load(tmp_path, key) is None
+
+
+def test_an_interrupted_run_keeps_its_finished_methods_and_a_rerun_simulates_only_the_rest(
+    tmp_path,
+):
+    def stop_after_first(m, r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        exp.run(DUR, 2, methods=FAST, jobs=1, on_done=stop_after_first, checkpoints=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outsourcing.npz"]
+
+    reused, simulated = [], []
+    again = exp.run(
+        DUR, 2, methods=FAST, jobs=1, checkpoints=tmp_path,
+        on_reused=lambda m, r: reused.append(m), on_done=lambda m, r: simulated.append(m),
+    )  # fmt: skip
+    assert reused == ["outsourcing"] and simulated == ["exclusive"]
+    straight = exp.run(DUR, 2, methods=FAST, jobs=1)
+    assert all(_same(again[m], straight[m]) for m in FAST)
+
+    fresh = []
+    exp.run(DUR, 2, methods=FAST, jobs=1, checkpoints=tmp_path, reuse=False,
+            on_reused=lambda m, r: fresh.append(m))  # fmt: skip
+    assert fresh == []
+
+
+def test_an_interrupt_terminates_the_workers_instead_of_waiting_for_their_methods(tmp_path):
+    """Without this a Ctrl-C would wait for every running method to end (minutes at 30 s)."""
+    workers = []
+
+    def stop_at_first(m, r):
+        workers.extend(multiprocessing.active_children())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        exp.run(0.3, 1, methods=("outsourcing", "vanilla"), jobs=2, on_done=stop_at_first,
+                checkpoints=tmp_path)  # fmt: skip
+    assert workers, "the pool's workers were not seen"
+    assert not any(w.is_alive() for w in workers)
+    # the one still simulating vanilla was stopped, not waited for (an idle one may just exit)
+    assert -signal.SIGTERM in [w.exitcode for w in workers], [w.exitcode for w in workers]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outsourcing.npz"]
+
+
+def test_ctrl_c_stops_the_worker_processes_and_says_what_was_kept(tmp_path):
+    """The terminal's Ctrl-C reaches the whole process group: the parent and its workers."""
+    out = tmp_path / "o"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
+         "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
+        assert time.monotonic() < deadline, "no method finished in 120 s"
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("every method finished before the interrupt")
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rtvm: interrupted: ") and "kept in" in last, last
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no worker of the group is left running
+        os.killpg(p.pid, 0)
