@@ -26,6 +26,7 @@ residuals per cell are printed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import re
@@ -41,6 +42,7 @@ import click
 from rich.table import Table
 
 from rtvm.cli_support import (
+    Interrupted,
     atomic_write_text,
     command_epilog,
     console,
@@ -246,7 +248,8 @@ _NOTE_PREFIXES = ("# fitted by rtvm calibrate", "# best so far of rtvm calibrate
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the fitted profile and the residuals.",
+    help="Directory for the fitted profile, the best so far, and every evaluated candidate "
+    "(checkpoints/: an interrupted calibration run again goes on from them).",
 )
 @click.option(
     "--write",
@@ -280,10 +283,20 @@ def calibrate(
 
     workdir = Path(tempfile.mkdtemp(prefix="rtvm-calibrate-"))
 
+    evaluated: list[str] = []
+
     def evaluate(vals: dict[str, int]) -> list[dict[str, Any]]:
         tmp = workdir / "candidate.toml"  # private to this run: runs never share candidates
-        atomic_write_text(tmp, rewrite_profile(src_path.read_text("utf-8"), vals, "candidate"))
-        res = exp.run(duration, seed, profile=str(tmp))
+        text = rewrite_profile(src_path.read_text("utf-8"), vals, "candidate")
+        atomic_write_text(tmp, text)
+        # With --out every candidate's methods are kept (checkpoints/<profile hash>/): the
+        # search is deterministic, so an interrupted calibration run again replays the
+        # candidates it had evaluated from disk and simulates only the new ones.
+        ckpt = None
+        if out is not None:
+            ckpt = out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        res = exp.run(duration, seed, profile=str(tmp), checkpoints=ckpt)
+        evaluated.append(str(vals))
         return [r.row for r in res.values()]
 
     def save_best(vals: dict[str, int], j: float) -> None:
@@ -297,6 +310,15 @@ def calibrate(
 
     try:
         vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
+    except KeyboardInterrupt:
+        kept = (
+            f"{len(evaluated)} evaluated candidates kept in {out / 'checkpoints'} (the same "
+            "command again replays them from disk); the best so far is in "
+            f"{out / 'testbed.best-so-far.toml'}"
+            if out is not None
+            else "nothing kept (with --out DIR every evaluated candidate is kept)"
+        )
+        raise Interrupted(kept) from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"

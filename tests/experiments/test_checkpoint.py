@@ -123,3 +123,31 @@ def test_ctrl_c_stops_the_worker_processes_and_says_what_was_kept(tmp_path):
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):  # no worker of the group is left running
         os.killpg(p.pid, 0)
+
+
+def test_an_interrupted_calibration_keeps_its_candidates_and_a_rerun_replays_them(
+    tmp_path, monkeypatch
+):
+    """calibrate --out keeps every evaluated candidate; the search replays them from disk."""
+    from click.testing import CliRunner
+
+    import rtvm.calibrate as cal
+    from rtvm.cli import main
+
+    def one_candidate_then_ctrl_c(base, evaluate, log, on_best):
+        evaluate({k: c.value for k, c in base.entries.items() if c.status == "fitted"})
+        raise KeyboardInterrupt
+
+    def written():  # a file simulated again is written again: a new inode
+        return {p.name: p.stat().st_ino for p in (tmp_path / "checkpoints").rglob("*.npz")}
+
+    monkeypatch.setattr(cal, "fit", one_candidate_then_ctrl_c)
+    args = ["calibrate", "--duration", "0.2", "--out", str(tmp_path)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 130
+    assert "1 evaluated candidates kept in" in first.output
+    kept = written()
+    assert sorted(kept) == sorted(f"{m}.npz" for m in exp.PAPER_METHODS)
+
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 130 and written() == kept  # the candidate came from disk
