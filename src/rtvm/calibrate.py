@@ -26,6 +26,7 @@ residuals per cell are printed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -113,7 +114,7 @@ def objective(
             counted = methods is None or r["method"] in methods
             if counted and cells is None:
                 total += weight * lr * lr
-            elif counted and key in cells:
+            elif counted and cells is not None and key in cells:
                 total += lr * lr
             res[key] = round(model, 2)
             res[f"{key}_published"] = p[key]
@@ -150,13 +151,18 @@ def fit(
     for st in STAGES:
         keys = tuple(k for k in st.keys if k in cur)
         if keys:
-            cur = _descend(
-                cur, keys, lambda v, st=st: objective(rows(v), st.cells, st.methods)[0], on_best
-            )
+            cur = _descend(cur, keys, functools.partial(_stage_score, rows, st), on_best)
             moved = {k: cur[k] for k in keys}
             log(f"stage {st.name}: {moved}")
     j, residuals = objective(rows(cur))
     return cur, j, residuals
+
+
+def _stage_score(
+    rows: Callable[[dict[str, int]], list[dict[str, Any]]], st: Stage, vals: dict[str, int]
+) -> float:
+    """A stage's objective at ``vals``: its cells of its methods only."""
+    return objective(rows(vals), st.cells, st.methods)[0]
 
 
 def _descend(

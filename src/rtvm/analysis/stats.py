@@ -140,7 +140,7 @@ def from_samples(samples_us: Sequence[float] | np.ndarray, conf: float = 0.95) -
 
 
 def from_histogram(
-    counts: Mapping[int | float, int] | Sequence[tuple[float, int]],
+    counts: Mapping[int, int] | Mapping[float, int] | Sequence[tuple[float, int]],
     overflows: int = 0,
     *,
     min_us: float | None = None,

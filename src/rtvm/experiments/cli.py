@@ -160,14 +160,14 @@ def simple_rt(
     ):
         t.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for r in rows:
-        p = pub.get(r["method"], {})
+        pr = pub.get(r["method"], {})
         t.add_row(
             r["method"],
-            _fmt(r["mean_us"], p.get("mean_us")),
-            _fmt(r["p99_us"], p.get("p99_us")),
-            _fmt(r["sd_us"], p.get("sd_us")),
+            _fmt(r["mean_us"], pr.get("mean_us")),
+            _fmt(r["p99_us"], pr.get("p99_us")),
+            _fmt(r["sd_us"], pr.get("sd_us")),
             _fmt(r["p999_us"]),
-            _fmt(r["heavy_gbps"], p.get("heavy_gbps")),
+            _fmt(r["heavy_gbps"], pr.get("heavy_gbps")),
             f"{r['cpu_util_pct']:.0f}",
             " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
         )

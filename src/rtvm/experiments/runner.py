@@ -94,7 +94,7 @@ def run_method(
     tb.sim.run(until=end)
     busy1, bytes1 = _snapshot(tb)
     wall = time.perf_counter() - t0
-    if tracer is not None:
+    if tracer is not None and trace_path:
         tracer.write(trace_path)
     window = end - warm
     col = tb.client.stats.columns(copy=False)  # the run is over: views, no copies

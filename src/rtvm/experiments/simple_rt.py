@@ -129,7 +129,7 @@ def write_outputs(
     arrays = {f"{m}_latency_us": r.latencies_us for m, r in results.items()}
     for m, r in results.items():
         arrays.update({f"{m}_{k}": v for k, v in r.segments_us.items()})
-    np.savez_compressed(raw, **arrays)
+    np.savez_compressed(raw, **arrays)  # type: ignore[arg-type]
     written.append(atomic_write_bytes(out / "latencies.npz", raw.getvalue()))
     lat = {m: r.latencies_us for m, r in results.items()}
     written.append(latency_histograms(lat, out / "fig6_latency.png"))

@@ -31,6 +31,7 @@ from rtvm.kernel.task import (
 )
 
 if TYPE_CHECKING:
+    from rtvm.engine.core import Event
     from rtvm.kernel.host import Kernel
 
 
@@ -48,7 +49,7 @@ class Cpu:
         self.rq = RunQueue()
         self.need_resched = False
         self.stepping: Context | None = None  # the context whose code runs right now
-        self.slice_ev = None
+        self.slice_ev: Event | None = None
         self.rt_time = 0  # RT throttling: RT runtime used in the current period
         self.rt_throttled = False
         # CFS balancing (host.Kernel.balance): rq->idle_stamp, rq->avg_idle (2 x migration_cost
@@ -186,7 +187,7 @@ class Cpu:
         (not an interrupt, not in an atomic section)."""
         if not self.need_resched or ctx is not self.curr or self.irq_stack:
             return False
-        return not self._atomic(ctx)  # type: ignore[arg-type]
+        return not self._atomic(ctx)
 
     def _atomic(self, t: Task) -> bool:
         """preempt_count raised: a BH-disabled section on a non-RT kernel (on RT it sleeps)."""
@@ -238,7 +239,7 @@ class Cpu:
     def _block(self, ctx: Context) -> None:
         if ctx is not self.curr:
             raise RuntimeError(f"{ctx.name}: only a task can block (not an interrupt frame)")
-        t: Task = ctx  # type: ignore[assignment]
+        t: Task = ctx
         t.state = SLEEPING
         self.schedule()
 

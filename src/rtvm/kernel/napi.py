@@ -123,7 +123,7 @@ class SoftnetData:
 def setup(kernel: Kernel, tunables: NetTunables | None = None) -> NetTunables:
     """Install softnet_data on every CPU and open NET_RX (and NET_RX_RT)."""
     tun = tunables or NetTunables()
-    kernel.net = tun  # type: ignore[attr-defined]
+    kernel.net = tun
     for cpu in kernel.cpus:
         cpu.softnet = SoftnetData(cpu.id)
     open_softirq(kernel, NET_RX, lambda cpu, ctx: net_rx_action(cpu, ctx, rt=False))
@@ -133,7 +133,7 @@ def setup(kernel: Kernel, tunables: NetTunables | None = None) -> NetTunables:
 
 def uses_rt_partition(kernel: Kernel, ctx: Context) -> bool:
     """Does ``ctx`` schedule NAPIs on the rt_poll_list (a thread with prio >= rtnet_prio)?"""
-    tun: NetTunables = kernel.net  # type: ignore[attr-defined]
+    tun: NetTunables = kernel.net
     return tun.rt_poll_list and isinstance(ctx, Task) and ctx.normal_prio >= tun.rtnet_prio
 
 
@@ -169,7 +169,7 @@ def napi_complete_done(cpu: Cpu, napi: NapiStruct, ctx: Context) -> bool:
 def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     """net_rx_action() (rt=False) or rt_net_rx_action() (rt=True), as in Linux 4.1."""
     k = cpu.kernel
-    tun: NetTunables = k.net  # type: ignore[attr-defined]
+    tun: NetTunables = k.net
     sd: SoftnetData = cpu.softnet
     now = cpu.sim.now
     if tun.netdev_budget_usecs is None:  # time_limit = jiffies + 2, checked against jiffies

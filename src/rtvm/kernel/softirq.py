@@ -22,6 +22,7 @@ take the normal lock (see napi.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,7 @@ def setup(kernel: Kernel) -> None:
     for cpu in kernel.cpus:
         cpu.softirq = SoftirqCpu(kernel, cpu)
         cpu.softirq.ksoftirqd = kernel.create_task(
-            f"ksoftirqd/{cpu.id}", lambda t, c=cpu: run_ksoftirqd(c, t),
+            f"ksoftirqd/{cpu.id}", functools.partial(run_ksoftirqd, cpu),
             policy=g.ksoftirqd_policy, rt_priority=g.ksoftirqd_prio, allowed={cpu.id},
         )  # fmt: skip
 

@@ -19,6 +19,8 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rtvm.engine.core import Event
+    from rtvm.kernel.cpu import Cpu
     from rtvm.kernel.rtmutex import RtMutex
 
 #: ``yield BLOCK``: sleep until woken.
@@ -55,16 +57,18 @@ class Context:
 
     def __init__(self, name: str, code: Code | None, account_as: str) -> None:
         self.name = name
-        self.code = code
+        #: the code path it runs; a task gets it right after creation (Kernel.create_task)
+        self.code: Code = code  # type: ignore[assignment]
         #: accounting bucket kind: "thread", "hardirq" or "softirq" (changes while running)
         self.account_as = account_as
         #: ns of the current CPU-time request still to run (0: the code must be advanced)
         self.remaining = 0
-        self.run_ev = None  # the engine event that completes the current request
+        self.run_ev: Event | None = None  # the engine event that completes the current request
         #: what the code receives when the current request completes (Cpu.cut_short's leftover)
         self.resume_value: int | None = None
         self.run_start = 0
-        self.cpu = None
+        #: the CPU it runs or last ran on; set before it first runs (create_task, raise_irq)
+        self.cpu: Cpu = None  # type: ignore[assignment]
 
 
 class Task(Context):
@@ -110,7 +114,8 @@ class Task(Context):
         self.prio = self.normal_prio
         self.weight = _nice_to_weight(nice)
         self.vruntime = 0
-        self.allowed = frozenset(allowed) if allowed is not None else None
+        #: CPUs it may run on (Kernel.create_task gives all CPUs when none is named)
+        self.allowed: frozenset[int] = frozenset(allowed) if allowed is not None else frozenset()
         self.state = SLEEPING
         self.pi_held: list[RtMutex] = []  # rt_mutexes this task owns
         self.blocked_on: RtMutex | None = None

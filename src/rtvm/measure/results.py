@@ -58,7 +58,7 @@ def write_results(
     envelope["files"] = files
     if arrays:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         written.append(atomic_write_bytes(out / files["raw_samples"], buf.getvalue()))
     if tool_outputs:
         data = json.dumps(dict(tool_outputs)).encode()

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from rtvm.cli_support import RunFailed, one_line
 
@@ -184,11 +185,11 @@ class Background:
         self._stdin = stdin
         self._stdout = stdout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._logfh = None
+        self._logfh: BinaryIO | None = None
 
     def start(self) -> Background:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._logfh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self._logfh = logfh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -199,7 +200,7 @@ class Background:
                 env=self.env,
             )
         except FileNotFoundError as exc:
-            self._logfh.close()
+            logfh.close()
             raise ToolMissing(self.tool) from exc
         _register(self.proc)
         return self

@@ -169,6 +169,7 @@ class RrClient:
             return
         rec.wire_out = self.kernel.sim.now
         req = resp.payload_request
+        assert req is not None  # every response carries its request
         rec.vm_entry = req.stamps.get("vm_entry")
         rec.vm_exit = resp.stamps.get("vm_exit")
         self.stats.complete(rec)
@@ -191,7 +192,7 @@ def rr_server(
             stall = llc.touch(owner) if llc is not None else 0
             yield cfg.server_compute_ns + stall
             resp = Packet(req.flow, cfg.response_bytes, "rt", payload=req.payload)
-            resp.payload_request = req  # type: ignore[attr-defined]
+            resp.payload_request = req
             yield from sendto(resp, gt)
 
     return code

@@ -431,7 +431,9 @@ def _rr_body(
 
 def _vm_rr_one(
     run: _RrRun, rr: RrOptions, opts: GuestOptions, state: _AccelState
-) -> tuple[Any, HeavyReceivers, str, str]:
+) -> tuple[Any, HeavyReceivers, str, str, dict[str, Any]]:
+    """One vm-rr point: (client result, heavy receivers, console text, accelerator, the qemu
+    threads' placement)."""
     hold = rr.duration_s + 40
     deadline = opts.boot_s() + hold + 30
     params = {
