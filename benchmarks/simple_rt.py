@@ -4,6 +4,8 @@
     python benchmarks/simple_rt.py --duration 3       # shorter
     python benchmarks/simple_rt.py --memory 3 30      # peak RSS of one method at 3 s vs 30 s
 
+It measures the installed build; the output says which (``build``: python or mypyc).
+
 Speed: all four methods run one after another in one process (one core), then the same with
 tracing on; the bar is <= 20 s for 30 s per method. Memory: each length runs in a fresh
 process; the bar is that 10x the simulated time costs <= 1.2x the peak memory.
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rtvm.build import build_kind
 from rtvm.experiments.runner import run_method
 from rtvm.methods import PAPER_METHODS
 
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 traced_total_wall_s=round(sum(traced.values()), 2),
                 trace_overhead=round(sum(traced.values()) / sum(plain.values()), 2),
             )
+    result["build"] = build_kind()  # python or mypyc (RTVM_USE_MYPYC=1 pip install .)
     result["self_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from rtvm import __version__
+from rtvm.build import build_kind
 from rtvm.cli_support import RtvmGroup, command_epilog
 
 
@@ -13,7 +14,13 @@ from rtvm.cli_support import RtvmGroup, command_epilog
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=command_epilog("rtvm --version", "rtvm reproduce simple-rt --quick"),
 )
-@click.version_option(__version__, "-V", "--version", prog_name="rtvm")
+@click.version_option(
+    __version__,
+    "-V",
+    "--version",
+    prog_name="rtvm",
+    message=f"%(prog)s %(version)s ({build_kind()})",
+)
 def main() -> None:
     """Model, measure and tune the real-time latency of VMs on a Linux KVM host."""
 

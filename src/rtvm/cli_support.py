@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 
 from rtvm import __version__
+from rtvm.build import build_kind
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -223,6 +224,7 @@ def result_envelope(
         "rows": rows,
         "published": published or [],
         "rtvm_version": __version__,
+        "build": build_kind(),  # python or mypyc: same results, recorded to say what ran
     }
     env.update(extra)
     return env

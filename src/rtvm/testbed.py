@@ -209,15 +209,15 @@ def _build_rt(
         vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
         virtio.kick_host = vhost.kick
 
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+        def tap_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)
 
-        base_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
-        recvfrom = sock.recvfrom
-
-        def sendto(pkt: Packet, gt: Any) -> Code:
+        def virtio_sendto(pkt: Packet, gt: Any) -> Code:
             yield from virtio.sendto(pkt, gt.vcpu)
 
+        deliver, sendto = tap_deliver, virtio_sendto
+        base_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
+        recvfrom = sock.recvfrom
         out.update(vhost=vhost, virtio=virtio, sock=sock)
     elif m.rt_io == "outsourcing":
         if m.rt_wake not in ("idle", "virq"):
@@ -225,9 +225,10 @@ def _build_rt(
         osock = OutsourcedSocket(vm, "rr", rt_vcpu, rt=m.rt_wake == "idle", transmit=transmit)
         osock.ws_owner = "rt/guest-vmrpc"
 
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+        def socket_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             osock.deliver(pkt, waker=cpu)
 
+        deliver = socket_deliver
         base_cost = default_segment_cost
         recvfrom, sendto = osock.recvfrom, osock.sendto
         out.update(sock=osock)
@@ -293,31 +294,33 @@ def _build_heavy(
         vhost.ws_owner = _heavy_owner(llc, m, "host/vhost")
         virtio.kick_host = vhost.kick
 
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+        def tap_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)
 
-        segment_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
-        recvfrom = sock.recvfrom
-
-        def send_ack(acked: int, gt: Any) -> Code:
+        def virtio_send_ack(acked: int, gt: Any) -> Code:
             """tcp_recvmsg -> tcp_cleanup_rbuf -> tcp_send_ack, down the guest's virtio TX."""
             ack = Packet(None, ACK_BYTES, "ack", 1, payload=acked)
             yield from virtio.sendto(ack, gt.vcpu, syscall=False)
+
+        deliver, send_ack = tap_deliver, virtio_send_ack
+        segment_cost: Callable[[Kernel, Packet], int] = _virtio_segment_cost
+        recvfrom = sock.recvfrom
     elif m.heavy_io == "outsourcing":
         osock = OutsourcedSocket(vm, f"tcp{i}", vcpu, rt=False)
 
-        def deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
+        def socket_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             osock.deliver(pkt, waker=cpu)
-
-        segment_cost = default_segment_cost
-        recvfrom = osock.recvfrom
 
         tx_owner = _heavy_owner(llc, m, "host/tx")
 
-        def send_ack(acked: int, gt: Any) -> Code:
+        def host_send_ack(acked: int, gt: Any) -> Code:
             """The host socket's tcp_recvmsg sends the ACK straight down the host stack."""
             yield k.costs.tx_per_packet + (llc.touch(tx_owner) if tx_owner else 0)
             holder["sender"].ack(acked)
+
+        deliver, send_ack = socket_deliver, host_send_ack
+        segment_cost = default_segment_cost
+        recvfrom = osock.recvfrom
     else:
         raise ValueError(f"heavy_io {m.heavy_io!r}; allowed: virtio, outsourcing")
 
@@ -325,9 +328,11 @@ def _build_heavy(
     if rx_owner is not None:
         path_cost = segment_cost
 
-        def segment_cost(kk: Kernel, pkt: Packet) -> int:
+        def shared_rx_segment_cost(kk: Kernel, pkt: Packet) -> int:
             """The protocol (or bridge) work; it runs the RT path's host RX code as well."""
             return path_cost(kk, pkt) + llc.touch(rx_owner)
+
+        segment_cost = shared_rx_segment_cost
 
     policy, prio = _irq_sched(m.heavy_irq)
     rxq = RxQueue(

@@ -143,6 +143,7 @@ class Vcpu:
     def _run_thread(self, gt: GuestThread) -> Code:
         from rtvm.virt.guest import GUEST_BLOCK
 
+        req: Any  # a cost (int) or a blocking request from the thread's code
         if gt.leftover:
             req, gt.leftover = gt.leftover, 0
         else:
