@@ -99,3 +99,30 @@ def test_an_editable_mypyc_install_is_refused_with_the_reason(
 
     with pytest.raises(SystemExit, match="regular install"):
         rtvm_backend.build_editable(str(tmp_path))
+
+
+def test_the_sdist_carries_the_build_backend_and_setup_py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyproject.toml names an in-tree backend: an sdist without it could not be installed."""
+    import tarfile
+
+    # A copy without the checkout's egg-info: setuptools would take its stale SOURCES.txt.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    skip = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache")
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, tree / name)
+    for name in ("src", "build_backend"):
+        shutil.copytree(ROOT / name, tree / name, ignore=skip)
+    monkeypatch.syspath_prepend(str(tree / "build_backend"))
+    monkeypatch.chdir(tree)
+    monkeypatch.delenv("RTVM_USE_MYPYC", raising=False)
+    import rtvm_backend
+
+    dist = tmp_path / "dist"
+    with tarfile.open(dist / rtvm_backend.build_sdist(str(dist))) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    assert {"build_backend/rtvm_backend.py", "setup.py", "pyproject.toml"} <= names
+    assert {module_path(m) for m in COMPILED_MODULES} <= names
