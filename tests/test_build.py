@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tarfile
 import zipfile
-from importlib.util import find_spec
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import rtvm.engine.core
 from rtvm.build import COMPILED_MODULES, build_kind, is_compiled, module_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,30 +30,62 @@ RUN = (
     "rows = {m: run_method(m, 0.15, 3).row for m in ('vanilla', 'threaded', 'outsourcing')}; "
     "print(json.dumps({'build': build_kind(), 'rows': rows}, sort_keys=True))"
 )
+# What a build reads: a copy of these is a clean tree (no build/, egg-info or caches).
+TREE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+TREE_DIRS = ("src", "build_backend")
+
+
+def _clean_tree(dest: Path) -> Path:
+    dest.mkdir()
+    for name in TREE_FILES:
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, dest / name)
+    skip = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache", "*.so")
+    for name in TREE_DIRS:
+        shutil.copytree(ROOT / name, dest / name, ignore=skip)
+    return dest
+
+
+def _backend(tree: Path) -> ModuleType:
+    """The tree's build backend, loaded from its file (not cached in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(
+        "rtvm_backend_under_test", tree / "build_backend" / "rtvm_backend.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_every_compiled_module_exists_and_is_a_module_of_the_package() -> None:
     for name in COMPILED_MODULES:
         assert (ROOT / module_path(name)).is_file(), name
-        assert find_spec(name) is not None, name
+        assert importlib.util.find_spec(name) is not None, name
 
 
-def test_the_running_build_is_whole() -> None:
+def test_the_running_build_is_whole_and_named_by_what_was_imported() -> None:
     """A source checkout runs plain Python; an installed mypyc build compiles every listed module.
-    A mix means a stale or partial build: its speed and its results would not be what it says."""
+    A mix means a stale or partial build: its speed would not be what it says."""
     compiled = {m for m in COMPILED_MODULES if is_compiled(m)}
     assert compiled in (set(), set(COMPILED_MODULES))
-    assert build_kind() == ("mypyc" if compiled else "python")
+    # Judged from the module this process really imported, not by build_kind's own lookup.
+    core_is_extension = rtvm.engine.core.__file__.endswith(tuple(EXTENSION_SUFFIXES))
+    assert build_kind() == ("mypyc" if core_is_extension else "python")
 
 
-def test_the_result_envelope_and_version_say_which_build_ran() -> None:
+def test_the_result_envelope_and_version_say_which_build_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from click.testing import CliRunner
 
-    from rtvm.cli import main
-    from rtvm.cli_support import result_envelope
+    import rtvm.cli
+    import rtvm.cli_support
 
-    assert result_envelope("x", 1, 1.0, [])["build"] == build_kind()
-    assert CliRunner().invoke(main, ["--version"]).output.strip().endswith(f"({build_kind()})")
+    assert rtvm.cli_support.result_envelope("x", 1, 1.0, [])["build"] in ("python", "mypyc")
+    monkeypatch.setattr(rtvm.cli_support, "build_kind", lambda: "mixed")
+    assert rtvm.cli_support.result_envelope("x", 1, 1.0, [])["build"] == "mixed"
+    version = CliRunner().invoke(rtvm.cli.main, ["--version"]).output.strip()
+    assert version.endswith(f"({build_kind()})") and build_kind() in version
 
 
 def _run(pythonpath: Path) -> dict:
@@ -60,15 +97,30 @@ def _run(pythonpath: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def _can_compile() -> str | None:
+    """Why a mypyc build cannot run here, or None. Offline-safe: the build below uses this
+    environment's mypy, setuptools and wheel (the dev extra) instead of fetching them."""
+    if shutil.which("cc") is None:
+        return "no C compiler (.ci/run installs gcc)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python headers (.ci/run installs python3-dev)"
+    for module in ("mypyc", "wheel"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} not installed (pip install -e '.[dev]')"
+    return None
+
+
 @pytest.mark.integration
 def test_the_mypyc_build_gives_the_same_results_as_plain_python(tmp_path: Path) -> None:
-    """Builds the wheel as a user would (RTVM_USE_MYPYC=1, isolated build), unpacks it and runs
-    the same seeds under both builds: every statistic must be identical, to the last digit."""
-    if shutil.which("cc") is None and not os.environ.get("CI"):
-        pytest.skip("no C compiler (.ci/run installs gcc)")
-    wheels = tmp_path / "wheels"
+    """Builds the compiled wheel from a clean copy, unpacks it and runs the same seeds under
+    both builds: every statistic must be identical, to the last digit."""
+    reason = _can_compile()
+    if reason is not None:
+        pytest.skip(reason)
+    tree, wheels = _clean_tree(tmp_path / "tree"), tmp_path / "wheels"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        [*pip_wheel, "-q", "-w", str(wheels), str(tree)],
         env={**os.environ, "RTVM_USE_MYPYC": "1"},
         capture_output=True,
         text=True,
@@ -77,11 +129,9 @@ def test_the_mypyc_build_gives_the_same_results_as_plain_python(tmp_path: Path) 
     (wheel,) = wheels.glob("rtvm-*.whl")
     compiled_tree, plain_tree = tmp_path / "compiled", tmp_path / "plain"
     with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
+        extensions = {n.split(".cpython")[0] for n in zf.namelist() if n.endswith(".so")}
         zf.extractall(compiled_tree)
-    for name in COMPILED_MODULES:
-        stem = name.replace(".", "/")
-        assert any(n.startswith(stem + ".cpython") and n.endswith(".so") for n in names), name
+    assert {m.replace(".", "/") for m in COMPILED_MODULES} <= extensions
     shutil.copytree(ROOT / "src" / "rtvm", plain_tree / "rtvm")
 
     compiled, plain = _run(compiled_tree), _run(plain_tree)
@@ -90,39 +140,56 @@ def test_the_mypyc_build_gives_the_same_results_as_plain_python(tmp_path: Path) 
     assert compiled["rows"] == plain["rows"]
 
 
+def test_a_mypyc_build_asks_for_mypy_and_the_dependencies_and_a_plain_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = _clean_tree(tmp_path / "tree")
+    monkeypatch.chdir(tree)
+    backend = _backend(tree)
+    monkeypatch.delenv("RTVM_USE_MYPYC", raising=False)
+    plain = backend.get_requires_for_build_wheel()
+    monkeypatch.setenv("RTVM_USE_MYPYC", "1")
+    compiled = backend.get_requires_for_build_wheel()  # setup.py must not import mypyc here
+    assert os.environ["RTVM_USE_MYPYC"] == "1"
+    assert not (tree / "build").exists()  # mypyc generated nothing: only build_wheel compiles
+    assert not any(r.startswith("mypy") for r in plain)
+    assert set(compiled) - set(plain) >= {"mypy~=2.4.1", "numpy>=1.26", "pydantic>=2.6"}
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2"])
+def test_a_switch_value_other_than_0_or_1_is_refused_by_name(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RTVM_USE_MYPYC", value)
+    with pytest.raises(SystemExit, match=f"RTVM_USE_MYPYC='{value}'; allowed: 1"):
+        _backend(ROOT).get_requires_for_build_wheel()
+
+
 def test_an_editable_mypyc_install_is_refused_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(ROOT / "build_backend"))
     monkeypatch.setenv("RTVM_USE_MYPYC", "1")
-    import rtvm_backend
-
+    backend = _backend(ROOT)
     with pytest.raises(SystemExit, match="regular install"):
-        rtvm_backend.build_editable(str(tmp_path))
+        backend.get_requires_for_build_editable()
+    with pytest.raises(SystemExit, match="regular install"):
+        backend.build_editable(str(tmp_path))
 
 
-def test_the_sdist_carries_the_build_backend_and_setup_py(
+def test_the_sdist_carries_the_build_backend_even_with_the_switch_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """pyproject.toml names an in-tree backend: an sdist without it could not be installed."""
-    import tarfile
-
-    # A copy without the checkout's egg-info: setuptools would take its stale SOURCES.txt.
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    skip = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache")
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
-        if (ROOT / name).exists():
-            shutil.copy2(ROOT / name, tree / name)
-    for name in ("src", "build_backend"):
-        shutil.copytree(ROOT / name, tree / name, ignore=skip)
-    monkeypatch.syspath_prepend(str(tree / "build_backend"))
+    """pyproject.toml names an in-tree backend: an sdist without it could not be installed; and
+    a user who exports RTVM_USE_MYPYC=1 can still make one (no mypyc in an sdist build)."""
+    tree = _clean_tree(tmp_path / "tree")
     monkeypatch.chdir(tree)
-    monkeypatch.delenv("RTVM_USE_MYPYC", raising=False)
-    import rtvm_backend
-
+    monkeypatch.setenv("RTVM_USE_MYPYC", "1")
+    backend = _backend(tree)
     dist = tmp_path / "dist"
-    with tarfile.open(dist / rtvm_backend.build_sdist(str(dist))) as tf:
+    assert backend.get_requires_for_build_sdist() == []
+    with tarfile.open(dist / backend.build_sdist(str(dist))) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     assert {"build_backend/rtvm_backend.py", "setup.py", "pyproject.toml"} <= names
     assert {module_path(m) for m in COMPILED_MODULES} <= names
+    assert not any(n.endswith(".so") for n in names)
+    assert not (tree / "build").exists()

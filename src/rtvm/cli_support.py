@@ -224,7 +224,7 @@ def result_envelope(
         "rows": rows,
         "published": published or [],
         "rtvm_version": __version__,
-        "build": build_kind(),  # python or mypyc: same results, recorded to say what ran
+        "build": build_kind(),  # python, mypyc (same results) or mixed: says what ran
     }
     env.update(extra)
     return env
