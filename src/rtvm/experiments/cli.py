@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -13,6 +16,7 @@ from rtvm.cli_support import (
     Interrupted,
     RtvmGroup,
     RunFailed,
+    atomic_write_json,
     command_epilog,
     common_options,
     console,
@@ -20,8 +24,17 @@ from rtvm.cli_support import (
     fail_input,
     result_envelope,
 )
+from rtvm.experiments.fidelity import across_seeds, check_simple_rt
 from rtvm.kernel.profile import load_profile
-from rtvm.report.tables import segments_table
+from rtvm.report.tables import (
+    fidelity_seeds_table,
+    fidelity_table,
+    seed_spread_table,
+    segments_table,
+)
+
+#: at most this many seeds in one --seeds run
+MAX_SEEDS = 100
 
 
 @click.group(cls=RtvmGroup, epilog=command_epilog("rtvm reproduce simple-rt --quick"))
@@ -41,6 +54,7 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
         "rtvm reproduce simple-rt",
         "rtvm reproduce simple-rt --quick --seed 2 --out out/simple-rt",
         "rtvm reproduce simple-rt --json > simple-rt.json",
+        "rtvm reproduce simple-rt --seeds 1-5 --out out/seeds",
     ),
 )
 @common_options
@@ -67,7 +81,17 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     is_flag=True,
     help="Simulate every method again, replacing those kept under --out by an earlier run.",
 )
+@click.option(
+    "--seeds",
+    "seeds_spec",
+    metavar="LIST",
+    default=None,
+    help="Run every method under several seeds (e.g. 1-5 or 1,3,7) and show how much each "
+    "figure moves and on how many seeds each bar holds; instead of --seed.",
+)
+@click.pass_context
 def simple_rt(
+    ctx: click.Context,
     seed: int,
     quick: bool,
     out: Path | None,
@@ -76,6 +100,7 @@ def simple_rt(
     profile: Path | None,
     jobs: int | None,
     fresh: bool,
+    seeds_spec: str | None,
 ) -> None:
     """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
 
@@ -85,6 +110,12 @@ def simple_rt(
     With --out, each method's result is kept under OUT/checkpoints as soon as it finishes; the
     same command run again (same seed, length, profile and rtvm) reuses those instead of
     simulating them again, so an interrupted run loses nothing. --fresh simulates them again.
+
+    After the table, the fidelity bars (DESIGN.md section 8): how far each cell is from the
+    published one and whether that is within its bar. With --seeds, the table holds each
+    figure's mean over the seeds, then how far apart the seeds are and on how many seeds each
+    bar holds; with --out, OUT/seed-N/ holds each seed's results as a single-seed run writes
+    them, and OUT/results.json the summary.
     """
     from rtvm.experiments import simple_rt as exp
 
@@ -93,6 +124,12 @@ def simple_rt(
         prof = load_profile(profile)
     except (ValueError, OSError) as e:
         fail_input(f"--profile {profile}: {e}", "a cost profile TOML like src/rtvm/profiles/")
+    if seeds_spec is not None:
+        if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
+            fail_input("--seed and --seeds together", "one of them")
+        seeds = parse_seeds(seeds_spec)
+        _simple_rt_seeds(seeds, dur, profile, prof.sha256, out, as_json, jobs, fresh)
+        return
     ckpt = out / "checkpoints" if out is not None else None
     kept: list[str] = []
     finished: list[str] = []
@@ -134,10 +171,12 @@ def simple_rt(
     wall = time.perf_counter() - t0
     rows = [r.row for r in results.values()]
     published = exp.published_rows()
+    checks = check_simple_rt(rows, published)
     env = result_envelope(
         "simple-rt", seed, dur, rows, published,
         scenario={"testbed": "garcia2018", "methods": list(results)},
         profile_sha256=prof.sha256, wall_s=round(wall, 2), reused_methods=kept,
+        fidelity=[c.as_dict() for c in checks],
         details={m: r.extra for m, r in results.items()},
     )  # fmt: skip
     if out is not None:
@@ -146,8 +185,64 @@ def simple_rt(
     if as_json:
         emit_json(env)
         return
+    t = _model_table(
+        f"simple-rt: model (published), seed {seed}, {dur:g} s per method", rows, published
+    )
+    click.echo()
+    wide = _wide_console()
+    wide.print(t)
+    wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
+    wide.print(fidelity_table(checks))
+    _warn_lost(rows)
+    reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
+    click.echo(
+        f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
+        f"CPU than threaded. Wall time {wall:.1f} s{reuse}."
+    )
+
+
+def _warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
+    """Say so when a method left more than a few requests unanswered."""
+    for r in rows:
+        if r["lost"] > max(2, r["samples"] // 100):
+            click.echo(
+                f"warning: {r['method']}{where}: {r['lost']} of {r['samples'] + r['lost']} "
+                "requests got no response: the figures cover the answered ones only",
+                err=True,
+            )
+
+
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """``1-5``, ``1,3,7`` or ``1-3,9``: the seeds in the order given, each once."""
+    allowed = f"seeds >= 0 as a list and ranges, like 1-5 or 1,3,7 (at most {MAX_SEEDS})"
+    seeds: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        lo_s, dash, hi_s = part.partition("-")
+        try:
+            lo = int(lo_s)
+            hi = int(hi_s) if dash else lo
+        except ValueError:
+            fail_input(f"--seeds {spec!r}: {part!r} is not a seed or a range", allowed)
+        if lo < 0 or hi < lo:
+            fail_input(f"--seeds {spec!r}: {part!r} is not an ascending range of seeds", allowed)
+        if hi - lo >= MAX_SEEDS:
+            fail_input(f"--seeds {spec!r}: more than {MAX_SEEDS} seeds", allowed)
+        seeds.extend(s for s in range(lo, hi + 1) if s not in seeds)
+    if len(seeds) > MAX_SEEDS:
+        fail_input(f"--seeds {spec!r}: {len(seeds)} seeds", allowed)
+    return tuple(seeds)
+
+
+def _wide_console(min_width: int = 110) -> Console:
+    """The results tables are wide: never narrower than ``min_width`` columns, even in a pipe."""
+    return Console(width=max(min_width, shutil.get_terminal_size((110, 24)).columns))
+
+
+def _model_table(title: str, rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> Table:
+    """The main table: each method's figures, model (published)."""
     pub = {p["method"]: p for p in published}
-    t = Table(title=f"simple-rt: model (published), seed {seed}, {dur:g} s per method")
+    t = Table(title=title)
     for col in (
         "method",
         "mean us",
@@ -161,6 +256,7 @@ def simple_rt(
         t.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for r in rows:
         pr = pub.get(r["method"], {})
+        by_cpu = r.get("cpu_util_pct_by_cpu")
         t.add_row(
             r["method"],
             _fmt(r["mean_us"], pr.get("mean_us")),
@@ -169,27 +265,127 @@ def simple_rt(
             _fmt(r["p999_us"]),
             _fmt(r["heavy_gbps"], pr.get("heavy_gbps")),
             f"{r['cpu_util_pct']:.0f}",
-            " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
+            " ".join(f"{x:.0f}" for x in by_cpu) if by_cpu else "-",
         )
-    click.echo()
-    import shutil
+    return t
 
-    from rich.console import Console
 
-    wide = Console(width=max(110, shutil.get_terminal_size((110, 24)).columns))
-    wide.print(t)
-    wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
-    for r in rows:
-        if r["lost"] > max(2, r["samples"] // 100):
-            click.echo(
-                f"warning: {r['method']}: {r['lost']} of {r['samples'] + r['lost']} "
-                "requests got no response: the figures cover the answered ones only",
-                err=True,
+def _simple_rt_seeds(
+    seeds: tuple[int, ...],
+    dur: float,
+    profile: Path | None,
+    profile_sha256: str,
+    out: Path | None,
+    as_json: bool,
+    jobs: int | None,
+    fresh: bool,
+) -> None:
+    """simple-rt under several seeds: the seed-mean table, the spread, the bars per seed."""
+    from rtvm.experiments import simple_rt as exp
+
+    def seed_dir(s: int) -> Path:
+        assert out is not None
+        return out / f"seed-{s}"
+
+    kept: list[tuple[str, int]] = []
+    finished: list[tuple[str, int]] = []
+    n = len(seeds) * 4
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(
+            f"simple-rt: 4 methods x {len(seeds)} seeds x {dur:g} s simulated", total=n
+        )
+
+        def done(m: str, s: int, r: object) -> None:
+            progress.advance(task)
+            finished.append((m, s))
+            progress.console.log(f"{m} seed {s} done" + (" (kept)" if out else ""))
+
+        def reused(m: str, s: int, r: object) -> None:
+            progress.advance(task)
+            kept.append((m, s))
+            progress.console.log(f"{m} seed {s} reused from {seed_dir(s) / 'checkpoints'}")
+
+        try:
+            results = exp.run_seeds(
+                dur,
+                seeds,
+                profile=str(profile) if profile else None,
+                jobs=jobs,
+                on_done=done,
+                checkpoints=(lambda s: seed_dir(s) / "checkpoints") if out else None,
+                reuse=not fresh,
+                on_reused=reused,
             )
-    reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
+        except KeyboardInterrupt:
+            raise Interrupted(_kept_seeds_note(out, kept + finished, n)) from None
+        except OSError as e:
+            raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
+    wall = time.perf_counter() - t0
+    published = exp.published_rows()
+    rows_by_seed = {s: [r.row for r in res.values()] for s, res in results.items()}
+    checks = {s: check_simple_rt(rows, published) for s, rows in rows_by_seed.items()}
+    summary = exp.summarise_seeds(rows_by_seed)
+    bars = across_seeds(checks)
+    scenario = {"testbed": "garcia2018", "methods": list(exp.PAPER_METHODS)}
+    env = result_envelope(
+        "simple-rt", None, dur,
+        [{**r, "seed": s} for s, rows in rows_by_seed.items() for r in rows], published,
+        seeds=list(seeds), scenario=scenario, profile_sha256=profile_sha256,
+        wall_s=round(wall, 2), reused_methods=[f"{m}@{s}" for m, s in kept],
+        summary=summary, fidelity=[b.as_dict() for b in bars],
+        fidelity_by_seed={s: [c.as_dict() for c in cs] for s, cs in checks.items()},
+    )  # fmt: skip
+    if out is not None:
+        for s, res in results.items():
+            one = result_envelope(
+                "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
+                profile_sha256=profile_sha256, fidelity=[c.as_dict() for c in checks[s]],
+                details={m: r.extra for m, r in res.items()},
+            )  # fmt: skip
+            for p in exp.write_outputs(seed_dir(s), one, res):
+                console.log(f"wrote {p}")
+        console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+    if as_json:
+        emit_json(env)
+        return
+    wide = _wide_console(132)
+    label = _seeds_label(seeds)
+    click.echo()
+    wide.print(_model_table(
+        f"simple-rt: model (published), mean over seeds {label}, {dur:g} s per method",
+        summary, published,
+    ))  # fmt: skip
+    wide.print(seed_spread_table(summary))
+    wide.print(fidelity_seeds_table(bars))
+    for s, rows in rows_by_seed.items():
+        _warn_lost(rows, f" (seed {s})")
     click.echo(
-        f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
-        f"CPU than threaded. Wall time {wall:.1f} s{reuse}."
+        f"published: Garcia, Shinjo, Pu, IEEE Access 2018. {len(seeds)} seeds, wall time "
+        f"{wall:.1f} s" + (f" ({len(kept)} method runs reused)." if kept else ".")
+    )
+
+
+def _seeds_label(seeds: tuple[int, ...]) -> str:
+    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _kept_seeds_note(out: Path | None, kept: list[tuple[str, int]], total: int) -> str:
+    if out is None:
+        return "nothing kept (with --out DIR each finished method is kept, and a re-run goes on)"
+    if not kept:
+        return f"no method had finished; a re-run with --out {out} starts over"
+    return (
+        f"{len(kept)} of {total} method runs kept under {out}/seed-N/checkpoints; the same "
+        "command again simulates only the rest"
     )
 
 

@@ -42,47 +42,71 @@ def run(
     reuse: bool = True,
     on_reused: Callable[[str, MethodResult], None] | None = None,
 ) -> dict[str, MethodResult]:
-    """Run ``methods``; in parallel processes if ``jobs`` > 1 (default: the free cores).
+    """Run ``methods`` with one seed; in parallel processes if ``jobs`` > 1 (default: the free
+    cores).
 
     With ``checkpoints`` (a directory), each finished method is written there at once and a
     method already there with the same key (experiment.checkpoint.run_key) is loaded instead of
     simulated again (unless ``reuse`` is False): an interrupted run loses nothing.
     ``on_reused`` hears of the methods loaded.
     """
-    results: dict[str, MethodResult] = {}
-    keys: dict[str, dict[str, Any]] = {}
+    done = (lambda m, _s, r: on_done(m, r)) if on_done else None
+    reused = (lambda m, _s, r: on_reused(m, r)) if on_reused else None
+    ckpt = (lambda _s: checkpoints) if checkpoints is not None else None
+    return run_seeds(duration_s, (seed,), methods, profile, jobs, done, ckpt, reuse, reused)[seed]
+
+
+def run_seeds(
+    duration_s: float,
+    seeds: tuple[int, ...],
+    methods: tuple[str, ...] = PAPER_METHODS,
+    profile: str | None = None,
+    jobs: int | None = None,
+    on_done: Callable[[str, int, MethodResult], None] | None = None,
+    checkpoints: Callable[[int], Path] | None = None,
+    reuse: bool = True,
+    on_reused: Callable[[str, int, MethodResult], None] | None = None,
+) -> dict[int, dict[str, MethodResult]]:
+    """Run every method under every seed, all (method, seed) pairs in one process pool.
+
+    ``checkpoints(seed)`` names the directory that keeps that seed's finished methods (see
+    :func:`run`). Returns ``{seed: {method: result}}`` in the order given.
+    """
+    results: dict[tuple[int, str], MethodResult] = {}
+    keys: dict[tuple[int, str], dict[str, Any]] = {}
     if checkpoints is not None:
         sha = load_profile(profile).sha256
-        for m in methods:
-            keys[m] = checkpoint.run_key(EXPERIMENT, m, seed, duration_s, sha)
-            kept = checkpoint.load(checkpoints, keys[m]) if reuse else None
-            if kept is not None:
-                results[m] = kept
-                if on_reused:
-                    on_reused(m, kept)
+        for s in seeds:
+            for m in methods:
+                keys[s, m] = checkpoint.run_key(EXPERIMENT, m, s, duration_s, sha)
+                kept = checkpoint.load(checkpoints(s), keys[s, m]) if reuse else None
+                if kept is not None:
+                    results[s, m] = kept
+                    if on_reused:
+                        on_reused(m, s, kept)
 
-    def finished(m: str, r: MethodResult) -> None:
-        results[m] = r
+    def finished(m: str, s: int, r: MethodResult) -> None:
+        results[s, m] = r
         if checkpoints is not None:
-            checkpoint.save(checkpoints, keys[m], r)
+            checkpoint.save(checkpoints(s), keys[s, m], r)
         if on_done:
-            on_done(m, r)
+            on_done(m, s, r)
 
-    todo = [m for m in methods if m not in results]
+    todo = [(m, s) for s in seeds for m in methods if (s, m) not in results]
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
     if jobs <= 1:
-        for m in todo:
-            finished(m, run_method(m, duration_s, seed, profile))
+        for m, s in todo:
+            finished(m, s, run_method(m, duration_s, s, profile))
     else:
-        args = [(m, duration_s, seed, profile) for m in todo]
+        args = [(m, duration_s, s, profile) for m, s in todo]
         with _worker_pool(jobs) as pool:
-            for m, r in pool.imap_unordered(_run_one, args):
-                finished(m, r)
-    return {m: results[m] for m in methods}
+            for m, s, r in pool.imap_unordered(_run_one, args):
+                finished(m, s, r)
+    return {s: {m: results[s, m] for m in methods} for s in seeds}
 
 
-def _run_one(args: tuple[str, float, int, str | None]) -> tuple[str, MethodResult]:
-    return args[0], run_method(*args)
+def _run_one(args: tuple[str, float, int, str | None]) -> tuple[str, int, MethodResult]:
+    return args[0], args[2], run_method(*args)
 
 
 def _ignore_sigint() -> None:
@@ -136,3 +160,37 @@ def write_outputs(
     written.append(throughput_bars(rows, envelope["published"], out / "fig7_throughput.png"))
     written.append(cpu_bars(rows, out / "fig8_cpu.png"))
     return written
+
+
+#: the figures summarised across seeds (rows' keys)
+SEED_SUMMARY_KEYS = ("mean_us", "p99_us", "sd_us", "p999_us", "heavy_gbps", "cpu_util_pct")
+
+
+def summarise_seeds(rows_by_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per method and figure: the mean over seeds, the lowest and highest seed, and how far
+    those are apart relative to the mean (``spread``: how much a figure moves with the seed)."""
+    seeds = list(rows_by_seed)
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for s in seeds:
+        for r in rows_by_seed[s]:
+            by_method.setdefault(r["method"], []).append(r)
+    out: list[dict[str, Any]] = []
+    for m, rs in by_method.items():
+        row: dict[str, Any] = {"method": m, "seeds": len(rs)}
+        for key in SEED_SUMMARY_KEYS:
+            vals = [float(r[key]) for r in rs if r.get(key) is not None]
+            if not vals:
+                row[key] = row[f"{key}_min"] = row[f"{key}_max"] = row[f"{key}_spread"] = None
+                continue
+            mean = sum(vals) / len(vals)
+            lo, hi = min(vals), max(vals)
+            row[key] = round(mean, 3)
+            row[f"{key}_min"], row[f"{key}_max"] = round(lo, 3), round(hi, 3)
+            row[f"{key}_spread"] = round((hi - lo) / mean, 4) if mean else None
+        per_cpu = [r["cpu_util_pct_by_cpu"] for r in rs if r.get("cpu_util_pct_by_cpu")]
+        if per_cpu and len({len(c) for c in per_cpu}) == 1:
+            row["cpu_util_pct_by_cpu"] = [
+                round(sum(c) / len(per_cpu), 2) for c in zip(*per_cpu, strict=True)
+            ]
+        out.append(row)
+    return out

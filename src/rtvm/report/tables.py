@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rtvm.experiments.fidelity import BarAcrossSeeds
 
 #: the probe segments of a response, in path order, with their column titles
 SEGMENT_TITLES = {
@@ -29,4 +32,70 @@ def segments_table(segments: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> T
         t.add_column(title, justify="right", no_wrap=True)
     for name, seg in segments.items():
         t.add_row(name, *(_cell(seg.get(k, {})) for k in SEGMENT_TITLES))
+    return t
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):  # an order of methods: short names keep the table narrow
+        return " < ".join(m[:3] for m in v.split(" < ")) if " < " in v else v
+    return f"{v:.1f}" if isinstance(v, float | int) and not isinstance(v, bool) else str(v)
+
+
+def fidelity_table(checks: Sequence[Any]) -> Table:
+    """The fidelity bars on one run: model, published, how far off, the bar, met or missed."""
+    t = Table(
+        title="fidelity bars (DESIGN.md section 8): model against published",
+        caption="orders: out(sourcing), exc(lusive), thr(eaded), van(illa), lowest first",
+    )
+    for col in ("bar", "method", "model", "published", "off by", "bar is", "verdict"):
+        t.add_column(col, no_wrap=col not in ("model", "published"))
+    for c in checks:
+        t.add_row(
+            c.bar, c.method or "all", c.note or _value(c.model), _value(c.published),
+            c.describe(), c.describe_limit(), "[green]met[/]" if c.met else "[bold red]MISSED[/]",
+        )  # fmt: skip
+    return t
+
+
+def fidelity_seeds_table(bars: Sequence[BarAcrossSeeds]) -> Table:
+    """The fidelity bars over several seeds: on how many each holds, the range it is off by."""
+    seeds = bars[0].seeds if bars else []
+    t = Table(title=f"fidelity bars (DESIGN.md section 8) over {len(seeds)} seeds")
+    for col in ("bar", "method", "off by (lowest..highest)", "bar is", "verdict"):
+        t.add_column(col, no_wrap=True)
+    from rtvm.experiments.fidelity import BarCheck
+
+    for b in bars:
+        lo = BarCheck(b.bar, b.method, b.kind, None, None, b.deviation_min, b.limit, False)
+        hi = BarCheck(b.bar, b.method, b.kind, None, None, b.deviation_max, b.limit, False)
+        span = lo.describe() if b.deviation_min == b.deviation_max else (
+            f"{lo.describe()} .. {hi.describe()}")  # fmt: skip
+        n, k = len(b.seeds), len(b.met_seeds)
+        if k == n:
+            verdict = f"[green]met on all {n}[/]"
+        elif k == 0:
+            verdict = f"[bold red]MISSED on all {n}[/]"
+        else:
+            which = ", ".join(map(str, b.met_seeds))
+            verdict = f"[yellow]met on {k} of {n}[/] (seed {which})"
+        t.add_row(b.bar, b.method or "all", span, lo.describe_limit(), verdict)
+    return t
+
+
+def seed_spread_table(summary: Sequence[Mapping[str, Any]]) -> Table:
+    """How much each figure moves with the seed: lowest and highest seed, and their spread."""
+    t = Table(title="seed to seed: lowest - highest (spread = (highest - lowest) / mean)")
+    t.add_column("method", no_wrap=True)
+    cols = (("mean_us", "mean us"), ("p99_us", "p99 us"), ("sd_us", "SD us"),
+            ("heavy_gbps", "heavy Gbps"), ("cpu_util_pct", "CPU %"))  # fmt: skip
+    for _, title in cols:
+        t.add_column(title, justify="right", no_wrap=True)
+    for r in summary:
+        cells = []
+        for key, _ in cols:
+            lo, hi, sp = r.get(f"{key}_min"), r.get(f"{key}_max"), r.get(f"{key}_spread")
+            cells.append("-" if lo is None else f"{lo:.1f}-{hi:.1f} ({100 * (sp or 0):.1f}%)")
+        t.add_row(r["method"], *cells)
     return t

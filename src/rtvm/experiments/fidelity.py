@@ -1,0 +1,189 @@
+"""The fidelity bars of simple-rt (DESIGN.md section 8, issue 6), checked against a run.
+
+Each bar compares the model's rows with the published ones and says by how much it is off and
+whether that is within the bar. Nothing here feeds back into a run: the verdicts are computed
+from the figures a run printed, so that a reader sees at a glance which cells the model reaches
+and which it misses, and across seeds how often.
+
+The bars:
+- per method: mean and p99 within 15 % of the published value, SD within a factor 1.5, heavy
+  throughput within 5 %;
+- the order of the methods by p99 and by SD the same as published;
+- outsourcing's CPU utilisation about 32 % below threaded's (within 10 points); threaded's
+  above vanilla's; the exclusive method's RT CPU mostly idle (busy below 10 %).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rtvm.experiments.published import CPU_SAVING_OUTSOURCING_VS_THREADED
+
+#: relative bars per method: (row key, largest |model - published| / published)
+RELATIVE_BARS: tuple[tuple[str, float], ...] = (("mean_us", 0.15), ("p99_us", 0.15))
+SD_FACTOR = 1.5
+THROUGHPUT_REL = 0.05
+CPU_SAVING_POINTS = 10.0
+RT_CPU_IDLE_BUSY_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class BarCheck:
+    """One bar on one run: what the model gave, what was published, how far, and the verdict.
+
+    ``kind`` says how ``deviation`` and ``limit`` read: ``relative`` (signed fraction of the
+    published value), ``factor`` (model / published, bar on max(f, 1/f)), ``points``
+    (percentage points), ``order`` and ``relation`` (no number: ``met`` says it).
+    """
+
+    bar: str
+    method: str | None
+    kind: str
+    model: float | str | None
+    published: float | str | None
+    deviation: float | None
+    limit: float | None
+    met: bool
+    note: str = ""  # the relation in words, where it has no single number
+
+    def describe(self) -> str:
+        """The deviation as a person reads it: +18.4 %, 0.36x, 2.5 points."""
+        d = self.deviation
+        if d is None:
+            return "-"
+        if self.kind == "relative":
+            return f"{100 * d:+.1f}%"
+        if self.kind == "factor":
+            return f"{d:.2f}x"
+        if self.kind == "points":
+            return f"{d:+.1f} points"
+        return f"{d:g}"
+
+    def describe_limit(self) -> str:
+        lim = self.limit
+        if self.kind == "relative" and lim is not None:
+            return f"within {100 * lim:g}%"
+        if self.kind == "factor" and lim is not None:
+            return f"within {lim:g}x"
+        if self.kind == "points" and lim is not None:
+            return f"within {lim:g} points"
+        return {"order": "same order", "relation": "holds"}.get(self.kind, "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _relative(bar: str, method: str, model: Any, pub: Any, limit: float) -> BarCheck:
+    if model is None or pub is None or pub == 0:
+        return BarCheck(bar, method, "relative", model, pub, None, limit, False)
+    dev = (float(model) - float(pub)) / float(pub)
+    return BarCheck(bar, method, "relative", model, pub, round(dev, 4), limit, abs(dev) <= limit)
+
+
+def _factor(bar: str, method: str, model: Any, pub: Any, limit: float) -> BarCheck:
+    if not model or not pub:
+        return BarCheck(bar, method, "factor", model, pub, None, limit, False)
+    f = float(model) / float(pub)
+    return BarCheck(bar, method, "factor", model, pub, round(f, 3), limit, max(f, 1 / f) <= limit)
+
+
+def _order(values: Mapping[str, Any]) -> list[str]:
+    return sorted(values, key=lambda m: float(values[m]))
+
+
+def _ordering(bar: str, key: str, rows: Mapping[str, Any], pub: Mapping[str, Any]) -> BarCheck:
+    names = [m for m in pub if m in rows and rows[m].get(key) is not None]
+    if len(names) < 2 or any(pub[m].get(key) is None for m in names):
+        return BarCheck(bar, None, "order", None, None, None, None, False)
+    mine = _order({m: rows[m][key] for m in names})
+    theirs = _order({m: pub[m][key] for m in names})
+    return BarCheck(bar, None, "order", " < ".join(mine), " < ".join(theirs), None, None,
+                    mine == theirs)  # fmt: skip
+
+
+def _rt_cpu(method: str) -> int | None:
+    """The CPU a method reserves for its RT vCPU, from its wiring (None: not pinned to one)."""
+    from rtvm.methods import METHODS  # the simulation core: only when a run is checked
+
+    cpus = METHODS[method].rt_vcpu.cpus
+    return cpus[0] if cpus and len(cpus) == 1 else None
+
+
+def check_simple_rt(
+    rows: Sequence[Mapping[str, Any]], published: Sequence[Mapping[str, Any]]
+) -> list[BarCheck]:
+    """Every bar that the methods in ``rows`` allow, in a fixed order."""
+    by = {r["method"]: r for r in rows}
+    pub = {p["method"]: p for p in published}
+    out: list[BarCheck] = []
+    for m, p in pub.items():
+        r = by.get(m)
+        if r is None:
+            continue
+        for key, limit in RELATIVE_BARS:
+            out.append(_relative(key.removesuffix("_us"), m, r.get(key), p.get(key), limit))
+        out.append(_factor("sd", m, r.get("sd_us"), p.get("sd_us"), SD_FACTOR))
+        out.append(_relative("throughput", m, r.get("heavy_gbps"), p.get("heavy_gbps"),
+                             THROUGHPUT_REL))  # fmt: skip
+    out.append(_ordering("p99 order", "p99_us", by, pub))
+    out.append(_ordering("sd order", "sd_us", by, pub))
+    if "threaded" in by and "outsourcing" in by:
+        thr, osc = by["threaded"]["cpu_util_pct"], by["outsourcing"]["cpu_util_pct"]
+        saving = 100.0 * (thr - osc) / thr if thr else 0.0
+        target = 100.0 * CPU_SAVING_OUTSOURCING_VS_THREADED
+        dev = saving - target
+        out.append(BarCheck("cpu saving vs threaded", "outsourcing", "points", round(saving, 1),
+                            target, round(dev, 1), CPU_SAVING_POINTS,
+                            abs(dev) <= CPU_SAVING_POINTS))  # fmt: skip
+    if "threaded" in by and "vanilla" in by:
+        thr, van = by["threaded"]["cpu_util_pct"], by["vanilla"]["cpu_util_pct"]
+        out.append(BarCheck("cpu above vanilla's", "threaded", "relation", thr, None, None, None,
+                            thr > van, f"{thr:.1f}% vs {van:.1f}%"))  # fmt: skip
+    if "exclusive" in by and (cpu := _rt_cpu("exclusive")) is not None:
+        busy = by["exclusive"]["cpu_util_pct_by_cpu"][cpu]
+        out.append(BarCheck(f"RT CPU {cpu} busy < {RT_CPU_IDLE_BUSY_PCT:g}%", "exclusive",
+                            "relation", busy, None, None, RT_CPU_IDLE_BUSY_PCT,
+                            busy < RT_CPU_IDLE_BUSY_PCT, f"{busy:.1f}% busy"))  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class BarAcrossSeeds:
+    """One bar over several seeds: on how many it holds, and the range of its deviation."""
+
+    bar: str
+    method: str | None
+    kind: str
+    limit: float | None
+    met_seeds: list[int]
+    seeds: list[int]
+    deviation_min: float | None
+    deviation_max: float | None
+
+    @property
+    def met_all(self) -> bool:
+        return len(self.met_seeds) == len(self.seeds)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["met_all"] = self.met_all
+        return d
+
+
+def across_seeds(checks: Mapping[int, Sequence[BarCheck]]) -> list[BarAcrossSeeds]:
+    """Fold per-seed checks (each seed's list in the same order) bar by bar."""
+    seeds = sorted(checks)
+    if not seeds:
+        return []
+    out: list[BarAcrossSeeds] = []
+    for i, first in enumerate(checks[seeds[0]]):
+        per = [checks[s][i] for s in seeds]
+        devs = [c.deviation for c in per if c.deviation is not None]
+        out.append(BarAcrossSeeds(
+            first.bar, first.method, first.kind, first.limit,
+            [s for s, c in zip(seeds, per, strict=True) if c.met], seeds,
+            min(devs) if devs else None, max(devs) if devs else None,
+        ))  # fmt: skip
+    return out
