@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -180,8 +181,11 @@ def simple_rt(
         details={m: r.extra for m, r in results.items()},
     )  # fmt: skip
     if out is not None:
-        for p in exp.write_outputs(out, env, results):
-            console.log(f"wrote {p}")
+        try:
+            for p in exp.write_outputs(out, env, results):
+                console.log(f"wrote {p}")
+        except OSError as e:
+            raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
     if as_json:
         emit_json(env)
         return
@@ -192,7 +196,7 @@ def simple_rt(
     wide = _wide_console()
     wide.print(t)
     wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
-    wide.print(fidelity_table(checks))
+    _wide_console(120).print(fidelity_table(checks))
     _warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
     click.echo(
@@ -212,25 +216,28 @@ def _warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
             )
 
 
+_SEED_PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
 def parse_seeds(spec: str) -> tuple[int, ...]:
     """``1-5``, ``1,3,7`` or ``1-3,9``: the seeds in the order given, each once."""
     allowed = f"seeds >= 0 as a list and ranges, like 1-5 or 1,3,7 (at most {MAX_SEEDS})"
-    seeds: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        lo_s, dash, hi_s = part.partition("-")
-        try:
-            lo = int(lo_s)
-            hi = int(hi_s) if dash else lo
-        except ValueError:
-            fail_input(f"--seeds {spec!r}: {part!r} is not a seed or a range", allowed)
-        if lo < 0 or hi < lo:
-            fail_input(f"--seeds {spec!r}: {part!r} is not an ascending range of seeds", allowed)
+    shown = spec if len(spec) <= 40 else spec[:37] + "..."
+    seeds: dict[int, None] = {}  # ordered, and a set
+    for raw in spec.split(","):
+        part = raw.strip()
+        m = _SEED_PART.fullmatch(part)
+        if m is None:
+            fail_input(f"--seeds {shown!r}: {part[:20]!r} is not a seed or a range", allowed)
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi < lo:
+            fail_input(f"--seeds {shown!r}: {part[:20]!r} is not an ascending range", allowed)
         if hi - lo >= MAX_SEEDS:
-            fail_input(f"--seeds {spec!r}: more than {MAX_SEEDS} seeds", allowed)
-        seeds.extend(s for s in range(lo, hi + 1) if s not in seeds)
-    if len(seeds) > MAX_SEEDS:
-        fail_input(f"--seeds {spec!r}: {len(seeds)} seeds", allowed)
+            fail_input(f"--seeds {shown!r}: more than {MAX_SEEDS} seeds", allowed)
+        for s in range(lo, hi + 1):
+            seeds[s] = None
+        if len(seeds) > MAX_SEEDS:
+            fail_input(f"--seeds {shown!r}: more than {MAX_SEEDS} seeds", allowed)
     return tuple(seeds)
 
 
@@ -289,7 +296,7 @@ def _simple_rt_seeds(
 
     kept: list[tuple[str, int]] = []
     finished: list[tuple[str, int]] = []
-    n = len(seeds) * 4
+    n = len(seeds) * len(exp.PAPER_METHODS)
     t0 = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -341,17 +348,23 @@ def _simple_rt_seeds(
         wall_s=round(wall, 2), reused_methods=[f"{m}@{s}" for m, s in kept],
         summary=summary, fidelity=[b.as_dict() for b in bars],
         fidelity_by_seed={s: [c.as_dict() for c in cs] for s, cs in checks.items()},
+        details_by_seed={s: {m: r.extra for m, r in res.items()} for s, res in results.items()},
     )  # fmt: skip
     if out is not None:
-        for s, res in results.items():
-            one = result_envelope(
-                "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
-                profile_sha256=profile_sha256, fidelity=[c.as_dict() for c in checks[s]],
-                details={m: r.extra for m, r in res.items()},
-            )  # fmt: skip
-            for p in exp.write_outputs(seed_dir(s), one, res):
-                console.log(f"wrote {p}")
-        console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+        try:
+            for s, res in results.items():
+                one = result_envelope(
+                    "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
+                    profile_sha256=profile_sha256,
+                    reused_methods=[m for m, ks in kept if ks == s],
+                    fidelity=[c.as_dict() for c in checks[s]],
+                    details={m: r.extra for m, r in res.items()},
+                )  # fmt: skip
+                for p in exp.write_outputs(seed_dir(s), one, res):
+                    console.log(f"wrote {p}")
+            console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+        except OSError as e:
+            raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
     if as_json:
         emit_json(env)
         return

@@ -168,7 +168,8 @@ SEED_SUMMARY_KEYS = ("mean_us", "p99_us", "sd_us", "p999_us", "heavy_gbps", "cpu
 
 def summarise_seeds(rows_by_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per method and figure: the mean over seeds, the lowest and highest seed, and how far
-    those are apart relative to the mean (``spread``: how much a figure moves with the seed)."""
+    those are apart relative to the mean (``spread``: how much a figure moves with the seed).
+    A figure that some seed lacks (no samples) is None rather than a mean of the others."""
     seeds = list(rows_by_seed)
     by_method: dict[str, list[dict[str, Any]]] = {}
     for s in seeds:
@@ -176,10 +177,10 @@ def summarise_seeds(rows_by_seed: dict[int, list[dict[str, Any]]]) -> list[dict[
             by_method.setdefault(r["method"], []).append(r)
     out: list[dict[str, Any]] = []
     for m, rs in by_method.items():
-        row: dict[str, Any] = {"method": m, "seeds": len(rs)}
+        row: dict[str, Any] = {"method": m, "seed_count": len(rs)}
         for key in SEED_SUMMARY_KEYS:
             vals = [float(r[key]) for r in rs if r.get(key) is not None]
-            if not vals:
+            if len(vals) < len(rs):  # a seed without the figure: no mean that hides it
                 row[key] = row[f"{key}_min"] = row[f"{key}_max"] = row[f"{key}_spread"] = None
                 continue
             mean = sum(vals) / len(vals)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from rtvm.experiments.fidelity import BarAcrossSeeds
+    from rtvm.experiments.fidelity import BarAcrossSeeds, BarCheck
 
 #: the probe segments of a response, in path order, with their column titles
 SEGMENT_TITLES = {
@@ -39,11 +39,11 @@ def _value(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, str):  # an order of methods: short names keep the table narrow
-        return " < ".join(m[:3] for m in v.split(" < ")) if " < " in v else v
+        return "<".join(m[:3] for m in v.split(" < ")) if " < " in v else v
     return f"{v:.1f}" if isinstance(v, float | int) and not isinstance(v, bool) else str(v)
 
 
-def fidelity_table(checks: Sequence[Any]) -> Table:
+def fidelity_table(checks: Sequence[BarCheck]) -> Table:
     """The fidelity bars on one run: model, published, how far off, the bar, met or missed."""
     t = Table(
         title="fidelity bars (DESIGN.md section 8): model against published",
@@ -61,26 +61,26 @@ def fidelity_table(checks: Sequence[Any]) -> Table:
 
 def fidelity_seeds_table(bars: Sequence[BarAcrossSeeds]) -> Table:
     """The fidelity bars over several seeds: on how many each holds, the range it is off by."""
+    from rtvm.experiments.fidelity import describe, describe_limit
+
     seeds = bars[0].seeds if bars else []
     t = Table(title=f"fidelity bars (DESIGN.md section 8) over {len(seeds)} seeds")
     for col in ("bar", "method", "off by (lowest..highest)", "bar is", "verdict"):
         t.add_column(col, no_wrap=True)
-    from rtvm.experiments.fidelity import BarCheck
-
     for b in bars:
-        lo = BarCheck(b.bar, b.method, b.kind, None, None, b.deviation_min, b.limit, False)
-        hi = BarCheck(b.bar, b.method, b.kind, None, None, b.deviation_max, b.limit, False)
-        span = lo.describe() if b.deviation_min == b.deviation_max else (
-            f"{lo.describe()} .. {hi.describe()}")  # fmt: skip
+        lo = describe(b.kind, b.deviation_min, b.limit)
+        hi = describe(b.kind, b.deviation_max, b.limit)
         n, k = len(b.seeds), len(b.met_seeds)
+        every = "on both" if n == 2 else f"on all {n}"
         if k == n:
-            verdict = f"[green]met on all {n}[/]"
+            verdict = f"[green]met {every}[/]"
         elif k == 0:
-            verdict = f"[bold red]MISSED on all {n}[/]"
+            verdict = f"[bold red]MISSED {every}[/]"
         else:
             which = ", ".join(map(str, b.met_seeds))
             verdict = f"[yellow]met on {k} of {n}[/] (seed {which})"
-        t.add_row(b.bar, b.method or "all", span, lo.describe_limit(), verdict)
+        t.add_row(b.bar, b.method or "all", lo if lo == hi else f"{lo} .. {hi}",
+                  describe_limit(b.kind, b.limit), verdict)  # fmt: skip
     return t
 
 
