@@ -278,6 +278,14 @@ def test_reproduce_with_seeds_prints_the_three_tables(tmp_path):
     assert "seed to seed: lowest - highest" in r.stdout
     assert "fidelity bars (DESIGN.md section 8) over 2 seeds" in r.stdout
     assert "p99 order" in r.stdout
+    assert "\u2026" not in r.stdout  # no cell cut short in a pipe
+
+
+def test_reproduce_prints_the_bars_under_its_table_without_cutting_cells():
+    r = _rtvm("reproduce", "simple-rt", "--duration", "0.05", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert "fidelity bars (DESIGN.md section 8): model against published" in r.stdout
+    assert "out<exc<thr<van" in r.stdout and "\u2026" not in r.stdout
 
 
 def test_results_that_cannot_be_written_fail_in_one_line(tmp_path):

@@ -196,7 +196,7 @@ def simple_rt(
     wide = _wide_console()
     wide.print(t)
     wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
-    _wide_console(120).print(fidelity_table(checks))
+    _wide_console(132).print(fidelity_table(checks))
     _warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
     click.echo(
