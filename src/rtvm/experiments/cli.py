@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -36,6 +38,8 @@ from rtvm.report.tables import (
 
 #: at most this many seeds in one --seeds run
 MAX_SEEDS = 100
+
+T = TypeVar("T")
 
 
 @click.group(cls=RtvmGroup, epilog=command_epilog("rtvm reproduce simple-rt --quick"))
@@ -135,40 +139,34 @@ def simple_rt(
     kept: list[str] = []
     finished: list[str] = []
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(f"simple-rt: 4 methods x {dur:g} s simulated", total=4)
 
+    def simulate(tick: Callable[[str], None]) -> dict[str, Any]:
         def done(m: str, r: object) -> None:
-            progress.advance(task)
             finished.append(m)
-            progress.console.log(f"{m} done" + (f" (kept in {ckpt})" if ckpt else ""))
+            tick(f"{m} done" + (f" (kept in {ckpt})" if ckpt else ""))
 
         def reused(m: str, r: object) -> None:
-            progress.advance(task)
             kept.append(m)
-            progress.console.log(f"{m} reused from {ckpt} (same key: seed, length, profile, rtvm)")
+            tick(f"{m} reused from {ckpt} (same key: seed, length, profile, rtvm)")
 
-        try:
-            results = exp.run(
-                dur,
-                seed,
-                profile=str(profile) if profile else None,
-                jobs=jobs,
-                on_done=done,
-                checkpoints=ckpt,
-                reuse=not fresh,
-                on_reused=reused,
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(_kept_note(out, ckpt, kept + finished)) from None
-        except OSError as e:  # a checkpoint that cannot be written: say which, do not go on
-            raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
+        return exp.run(
+            dur,
+            seed,
+            profile=str(profile) if profile else None,
+            jobs=jobs,
+            on_done=done,
+            checkpoints=ckpt,
+            reuse=not fresh,
+            on_reused=reused,
+        )
+
+    results = _with_progress(
+        f"simple-rt: {len(exp.PAPER_METHODS)} methods x {dur:g} s simulated",
+        len(exp.PAPER_METHODS),
+        simulate,
+        lambda: _kept_note(out, ckpt, kept + finished),
+        out,
+    )
     wall = time.perf_counter() - t0
     rows = [r.row for r in results.values()]
     published = exp.published_rows()
@@ -181,11 +179,9 @@ def simple_rt(
         details={m: r.extra for m, r in results.items()},
     )  # fmt: skip
     if out is not None:
-        try:
+        with _writing_under(out):
             for p in exp.write_outputs(out, env, results):
                 console.log(f"wrote {p}")
-        except OSError as e:
-            raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
     if as_json:
         emit_json(env)
         return
@@ -203,6 +199,46 @@ def simple_rt(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
         f"CPU than threaded. Wall time {wall:.1f} s{reuse}."
     )
+
+
+def _with_progress(
+    description: str,
+    total: int,
+    simulate: Callable[[Callable[[str], None]], T],
+    kept_note: Callable[[], str],
+    out: Path | None,
+) -> T:
+    """Run ``simulate(tick)`` under a progress bar on stderr; ``tick(message)`` counts one
+    finished method run and logs it. Ctrl-C ends it with what was kept (``kept_note()``), a
+    checkpoint that cannot be written with one line."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def tick(message: str) -> None:
+            progress.advance(task)
+            progress.console.log(message)
+
+        try:
+            return simulate(tick)
+        except KeyboardInterrupt:
+            raise Interrupted(kept_note()) from None
+        except OSError as e:  # a checkpoint that cannot be written: say which, do not go on
+            raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
+
+
+@contextmanager
+def _writing_under(out: Path) -> Iterator[None]:
+    """Results that cannot be written under --out end the run with one line (exit 1)."""
+    try:
+        yield
+    except OSError as e:
+        raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
 
 
 def _warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
@@ -298,42 +334,34 @@ def _simple_rt_seeds(
     finished: list[tuple[str, int]] = []
     n = len(seeds) * len(exp.PAPER_METHODS)
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(
-            f"simple-rt: 4 methods x {len(seeds)} seeds x {dur:g} s simulated", total=n
-        )
 
+    def simulate(tick: Callable[[str], None]) -> dict[int, dict[str, Any]]:
         def done(m: str, s: int, r: object) -> None:
-            progress.advance(task)
             finished.append((m, s))
-            progress.console.log(f"{m} seed {s} done" + (" (kept)" if out else ""))
+            tick(f"{m} seed {s} done" + (" (kept)" if out else ""))
 
         def reused(m: str, s: int, r: object) -> None:
-            progress.advance(task)
             kept.append((m, s))
-            progress.console.log(f"{m} seed {s} reused from {seed_dir(s) / 'checkpoints'}")
+            tick(f"{m} seed {s} reused from {seed_dir(s) / 'checkpoints'}")
 
-        try:
-            results = exp.run_seeds(
-                dur,
-                seeds,
-                profile=str(profile) if profile else None,
-                jobs=jobs,
-                on_done=done,
-                checkpoints=(lambda s: seed_dir(s) / "checkpoints") if out else None,
-                reuse=not fresh,
-                on_reused=reused,
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(_kept_seeds_note(out, kept + finished, n)) from None
-        except OSError as e:
-            raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
+        return exp.run_seeds(
+            dur,
+            seeds,
+            profile=str(profile) if profile else None,
+            jobs=jobs,
+            on_done=done,
+            checkpoints=(lambda s: seed_dir(s) / "checkpoints") if out else None,
+            reuse=not fresh,
+            on_reused=reused,
+        )
+
+    results = _with_progress(
+        f"simple-rt: {len(exp.PAPER_METHODS)} methods x {len(seeds)} seeds x {dur:g} s simulated",
+        n,
+        simulate,
+        lambda: _kept_seeds_note(out, kept + finished, n),
+        out,
+    )
     wall = time.perf_counter() - t0
     published = exp.published_rows()
     rows_by_seed = {s: [r.row for r in res.values()] for s, res in results.items()}
@@ -351,7 +379,7 @@ def _simple_rt_seeds(
         details_by_seed={s: {m: r.extra for m, r in res.items()} for s, res in results.items()},
     )  # fmt: skip
     if out is not None:
-        try:
+        with _writing_under(out):
             for s, res in results.items():
                 one = result_envelope(
                     "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
@@ -363,8 +391,6 @@ def _simple_rt_seeds(
                 for p in exp.write_outputs(seed_dir(s), one, res):
                     console.log(f"wrote {p}")
             console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
-        except OSError as e:
-            raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
     if as_json:
         emit_json(env)
         return
