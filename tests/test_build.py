@@ -97,6 +97,21 @@ def _run(pythonpath: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def _sim_rows(pythonpath: Path) -> dict[str, list]:
+    """``rtvm sim`` on every example scenario, briefly: the scenario path into the model (its
+    values reach typed code the compiled build checks, e.g. ``[irq] heavy_nic_cpus``)."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    rows = {}
+    for example in sorted((ROOT / "examples").glob("*.toml")):
+        out = subprocess.run(
+            [sys.executable, "-m", "rtvm", "sim", str(example), "--duration", "0.05", "--json"],
+            env=env, cwd=pythonpath, capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, f"{example.name}: {out.stderr[-2000:]}"
+        rows[example.name] = json.loads(out.stdout)["rows"]
+    return rows
+
+
 def _can_compile() -> str | None:
     """Why a mypyc build cannot run here, or None. Offline-safe: the build below uses this
     environment's mypy, setuptools and wheel (the dev extra) instead of fetching them."""
@@ -138,6 +153,9 @@ def test_the_mypyc_build_gives_the_same_results_as_plain_python(tmp_path: Path) 
     assert (compiled["build"], plain["build"]) == ("mypyc", "python")
     assert all(r["samples"] > 0 for r in plain["rows"].values())
     assert compiled["rows"] == plain["rows"]
+    compiled_sims = _sim_rows(compiled_tree)
+    assert "whatif-irqs-on-cpu0.toml" in compiled_sims
+    assert compiled_sims == _sim_rows(plain_tree)
 
 
 def test_a_mypyc_build_asks_for_mypy_and_the_dependencies_and_a_plain_one_does_not(

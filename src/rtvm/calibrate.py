@@ -78,8 +78,8 @@ class Stage:
 
 
 #: The stages, in order. The LLC footprints are fitted on the two methods whose response time
-#: under load is, in the model, a fixed path plus LLC stalls alone (with ``llc_miss`` = 0 both
-#: are flat within 0.2 us): exclusive (a dedicated RT CPU) and outsourcing (its own poll list and
+#: under load is, in the model, a fixed path plus LLC stalls alone (with ``llc_miss`` = 0 their
+#: SDs are 0.2 and 0.4 us): exclusive (a dedicated RT CPU) and outsourcing (its own poll list and
 #: no vhost). Vanilla's and threaded's latencies also carry CPU-sharing and lock waits, whose
 #: tail the model under-predicts; fitting the footprints to them would let cache misses stand in
 #: for those mechanisms. Their latencies are predictions.

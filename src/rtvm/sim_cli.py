@@ -71,6 +71,7 @@ def sim(
     dur = duration or sc.duration_s
     sd = sc.seed if seed is None else seed
     rr = sc.workload.rr
+    hcpus = sc.irq.heavy_nic_cpus
     try:
         res = run_method(
             sc.method,
@@ -94,7 +95,8 @@ def sim(
                 "hz": sc.host.hz,
                 "heavy": sc.workload.heavy.receivers,
                 "rt_nic_cpu": sc.irq.rt_nic_cpu,
-                "heavy_nic_cpus": sc.irq.heavy_nic_cpus,
+                # a tuple, as build_testbed declares (the compiled build checks it)
+                "heavy_nic_cpus": None if hcpus is None else tuple(hcpus),
             },
         )
     except (KeyError, ValueError) as e:

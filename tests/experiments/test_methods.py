@@ -49,7 +49,8 @@ def test_a_scenario_can_route_every_nic_interrupt_to_one_cpu():
     tb.sim.run(until=50_000_000)
     assert [h.rxq.irq.cpu.id for h in tb.heavies] == [0, 0]
     assert all(h.rxq.irq.cpu.nr_irqs > 0 for h in tb.heavies)
-    assert tb.kernel.cpus[1].nr_irqs == 0  # the RT NIC is on CPU 0 as well (vanilla's routing)
+    cpu1 = tb.kernel.cpus[1]  # the RT NIC is on CPU 0 as well (vanilla's routing)
+    assert cpu1.nr_irqs == cpu1.nr_resched_ipis  # no device interrupt, reschedule IPIs only
     threaded = build_testbed(METHODS["threaded"], rt_nic_cpu=1)
     rt_irq_thread = threaded.rxq.irq.thread
     assert rt_irq_thread is not None and rt_irq_thread.allowed == {1}  # the thread follows
@@ -221,3 +222,14 @@ def test_heavy_acks_take_the_real_tx_path(name):
         assert backlog_pkts == 0  # the host stack sends; nothing is fed back into NET_RX
     else:
         assert backlog_pkts > 0.5 * sum(h.sender.acked_bytes for h in tb.heavies) / 65536
+
+
+def test_cpu_time_by_thread_adds_up_to_each_cpus_busy_time():
+    """details' cpu_by_thread_pct says where each thread ran; it partitions each CPU's busy."""
+    r = run_method("threaded", 0.15, seed=3)
+    by_thread = r.extra["cpu_by_thread_pct"]
+    for cpu, busy in enumerate(r.row["cpu_util_pct_by_cpu"]):
+        assert sum(shares[cpu] for shares in by_thread.values()) == pytest.approx(busy, abs=0.2)
+    assert by_thread["irq/31-eth1"][1] == 0.0  # a NIC's IRQ thread runs where its IRQ goes
+    assert by_thread["irq/31-eth1"][0] > 0
+    assert any(name.startswith("IPI/reschedule") for name in by_thread)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers import MS, US, busy, kernel, sleep
 
-from rtvm.kernel import SCHED_FIFO, SCHED_OTHER
+from rtvm.kernel import BLOCK, SCHED_FIFO, SCHED_OTHER
 
 
 def test_fifo_task_preempts_cfs_task_at_once():
@@ -190,3 +190,33 @@ def test_a_balanced_domain_forgets_its_failed_balances():
     # CPU 1 went idle with nothing queued anywhere: balanced (out_balanced) resets the count,
     # so the next imbalance does not start by moving a cache-hot task
     assert k.cpus[1].curr is None and k.cpus[1].nr_balance_failed == 0
+
+
+def _wake_remote_fifo(cpu1_busy: bool) -> tuple[int, object]:
+    """A FIFO task allowed only on CPU 1 is woken at 100 us by a waker on CPU 0."""
+    k = kernel(2, generation="4.1-rt")
+    if cpu1_busy:
+        k.create_task("cfs", busy(1 * MS), SCHED_OTHER, allowed={1})
+    started = []
+
+    def rt_code(t):
+        yield BLOCK
+        started.append(k.sim.now)
+        yield 1 * US
+
+    rt = k.create_task("rt", rt_code, SCHED_FIFO, 50, allowed={1})
+    k.sim.at(100 * US, lambda _: k.wake_up(rt, waker=k.cpus[0]))
+    k.sim.run(until=2 * MS)
+    return started[0], k
+
+
+def test_a_reschedule_ipi_costs_a_busy_cpu_an_interrupt_and_an_idle_one_nothing():
+    busy_start, kb = _wake_remote_fifo(cpu1_busy=True)
+    idle_start, ki = _wake_remote_fifo(cpu1_busy=False)
+    c = kb.costs
+    # the IPI's flight, the busy CPU's interrupt (scheduler_ipi), then the switch
+    assert busy_start == 100 * US + c.ipi_cross_cpu + c.hardirq_entry_exit + c.context_switch
+    assert kb.cpus[1].nr_resched_ipis == 1 and kb.cpus[1].nr_irqs == 1
+    # an idle CPU waits in MWAIT on its flags: woken by the write, no interrupt to handle
+    assert idle_start == 100 * US + c.ipi_cross_cpu + c.context_switch
+    assert ki.cpus[1].nr_resched_ipis == 0 and ki.cpus[1].nr_irqs == 0

@@ -162,3 +162,47 @@ def test_vanilla_fifo_thread_waits_for_a_cfs_vhost_handler_but_not_for_guest_cod
     # with CONFIG_PREEMPT (and on RT) kernel code is preempted at once
     assert _rt_wait_behind("vanilla-preempt", "vhost") < 5 * US
     assert _rt_wait_behind("4.1-rt", "vhost") < 5 * US
+
+
+def _guest_worker_hit_by_a_host_interrupt(at_ns: int | None):
+    """A vanilla host; a guest thread computes 100 us on a vCPU of CPU 1; a device interrupt
+    of CPU 1 fires at ``at_ns`` (None: never). Returns (handler times, work end, kernel, vm)."""
+    from rtvm.kernel.irq import IrqLine
+
+    k = Kernel(Simulator(1), 2, "vanilla")
+    vm = Vm(k, "vm")
+    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
+    seen, done = [], []
+
+    def worker(gt):
+        yield 100 * US
+        done.append(k.sim.now)
+        while True:
+            yield GUEST_BLOCK
+
+    def handler(cpu, ctx):
+        seen.append(k.sim.now)
+        yield 2 * US
+
+    line = IrqLine(k, 40, "dev", handler, cpu=1)
+    vm.guest.spawn("w", v, worker)
+    if at_ns is not None:
+        k.sim.at(at_ns, lambda _: line.fire())
+    k.sim.run(until=1_000 * US)
+    return seen, done[0], k, vm
+
+
+def test_a_host_interrupt_in_guest_mode_pays_the_vm_exit_and_entry_first():
+    _, undisturbed, _, _ = _guest_worker_hit_by_a_host_interrupt(None)
+    seen, end, k, vm = _guest_worker_hit_by_a_host_interrupt(50 * US)
+    c = k.costs
+    assert seen == [50 * US + c.vm_exit_entry + c.hardirq_entry_exit]
+    assert vm.exits_by_reason.get("external_interrupt") == 1
+    # the guest's work is not lost; it ends later by the exit, the entry and the handler
+    assert end == undisturbed + c.vm_exit_entry + c.hardirq_entry_exit + 2 * US
+
+
+def test_a_host_interrupt_while_the_vcpu_is_halted_costs_no_vm_exit():
+    seen, _, k, vm = _guest_worker_hit_by_a_host_interrupt(500 * US)  # long after the work
+    assert seen == [500 * US + k.costs.hardirq_entry_exit]
+    assert "external_interrupt" not in vm.exits_by_reason

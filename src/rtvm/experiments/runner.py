@@ -56,10 +56,31 @@ def _segment_row(v: np.ndarray) -> dict[str, float | int | None]:
     return {k: s[k] for k in ("mean_us", "p50_us", "p99_us", "max_us", "samples")}
 
 
-def _snapshot(tb: Any) -> tuple[list[int], int]:
+def _snapshot(tb: Any) -> tuple[list[int], int, list[dict[str, int]]]:
     for c in tb.kernel.cpus:
         c.account()
-    return [c.busy_total_ns for c in tb.kernel.cpus], sum(h.consumed_bytes for h in tb.heavies)
+    busy = [c.busy_total_ns for c in tb.kernel.cpus]
+    return (
+        busy,
+        sum(h.consumed_bytes for h in tb.heavies),
+        [dict(c.by_name) for c in tb.kernel.cpus],
+    )
+
+
+def _cpu_by_thread_pct(
+    before: list[dict[str, int]], after: list[dict[str, int]], window: int
+) -> dict[str, list[float]]:
+    """Per thread (or interrupt), its share of each CPU over the window, in percent: where the
+    scheduler placed the work (the threaded testbed settles into one of two placements)."""
+    names = sorted({n for d in after for n in d})
+    out = {}
+    for n in names:
+        shares = [
+            100.0 * (a.get(n, 0) - b.get(n, 0)) / window for b, a in zip(before, after, strict=True)
+        ]
+        if any(x >= 0.01 for x in shares):
+            out[n] = [round(x, 2) for x in shares]
+    return out
 
 
 def run_method(
@@ -90,9 +111,9 @@ def run_method(
     end = int(duration_s * SEC)
     warm = min(int(warmup_s * SEC), end // 2)
     tb.sim.run(until=warm)
-    busy0, bytes0 = _snapshot(tb)
+    busy0, bytes0, names0 = _snapshot(tb)
     tb.sim.run(until=end)
-    busy1, bytes1 = _snapshot(tb)
+    busy1, bytes1, names1 = _snapshot(tb)
     wall = time.perf_counter() - t0
     if tracer is not None and trace_path:
         tracer.write(trace_path)
@@ -121,6 +142,7 @@ def run_method(
             for o in tb.llc.owners.values()
         },
         "segments": {name: _segment_row(v) for name, v in seg.items()},
+        "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, window),
         "profile_sha256": costs.sha256,
     }
     return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)

@@ -64,7 +64,8 @@ class Cpu:
         self.idle_ns = 0
         self.by_name: dict[str, int] = {}
         self.nr_switches = 0
-        self.nr_irqs = 0
+        self.nr_irqs = 0  # hard interrupts taken, reschedule IPIs included
+        self.nr_resched_ipis = 0  # /proc/interrupts "RES": IPIs taken as interrupts
         # per-CPU kernel state attached by other modules (softirq, napi)
         self.softirq: Any = None
         self.softnet: Any = None
@@ -275,12 +276,27 @@ class Cpu:
 
     def _enter_irq(self, frame_factory: Any) -> None:
         self.account()
+        exit_ns = self._guest_exit_ns()
         self._pause(self.top)
         frame: IrqFrame = frame_factory()
         frame.cpu = self
         self.irq_stack.append(frame)
         self.nr_irqs += 1
-        self.step(frame)
+        if exit_ns > 0:  # the VM exit first, then the handler (a fresh generator)
+            frame.remaining = exit_ns
+            self._start(frame)
+        else:
+            self.step(frame)
+
+    def _guest_exit_ns(self) -> int:
+        """An interrupt that finds a vCPU thread executing guest code makes it exit the guest
+        first (external-interrupt exiting; the host handles the interrupt, then enters the
+        guest again): that exit and entry are the interrupt's to pay."""
+        curr = self.curr
+        if self.irq_stack or curr is None or not curr.user_mode or curr.run_ev is None:
+            return 0
+        exit_hook = curr.guest_exit
+        return exit_hook() if exit_hook is not None else 0
 
     # -- scheduling ------------------------------------------------------------------------
     def resched(self) -> None:

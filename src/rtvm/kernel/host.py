@@ -6,6 +6,7 @@ affinities, routes interrupts and switches mechanisms on (see rtvm.methods).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,8 @@ from rtvm.engine import Simulator
 from rtvm.kernel.cpu import Cpu
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
-from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, Task
+from rtvm.kernel.softirq import irq_exit_softirq
+from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
 
 
 @dataclass(frozen=True)
@@ -383,7 +385,34 @@ class Kernel:
 
 
 def _ipi_resched(cpu: Cpu) -> None:
-    """The reschedule IPI arrives: preempt if what runs there is still lower than its best."""
+    """The reschedule IPI (smp_send_reschedule) reaches ``cpu``.
+
+    An idle CPU waits in MWAIT on its thread flags with TIF_POLLING_NRFLAG set (intel_idle),
+    so the waker only sets need_resched and the CPU wakes on that write: no interrupt to
+    handle. A busy CPU takes the interrupt (smp_reschedule_interrupt -> scheduler_ipi, then
+    irq_exit, which runs pending softirqs on a vanilla kernel) and reschedules on its exit;
+    a vCPU thread in guest mode exits the guest first (Cpu._enter_irq)."""
+    if cpu.curr is None and not cpu.irq_stack:
+        _resched_if_needed(cpu)
+        return
+    cpu.raise_irq(functools.partial(_reschedule_interrupt, cpu))
+
+
+def _reschedule_interrupt(cpu: Cpu) -> IrqFrame:
+    cpu.nr_resched_ipis += 1
+    frame = IrqFrame(f"IPI/reschedule/{cpu.id}", None)  # type: ignore[arg-type]
+    frame.code = _reschedule_handler(cpu, frame)
+    return frame
+
+
+def _reschedule_handler(cpu: Cpu, frame: IrqFrame) -> Code:
+    yield cpu.kernel.costs.hardirq_entry_exit
+    _resched_if_needed(cpu)
+    yield from irq_exit_softirq(cpu, frame)
+
+
+def _resched_if_needed(cpu: Cpu) -> None:
+    """scheduler_ipi(): preempt if what runs there is still lower than its best."""
     curr = cpu.curr
     best = cpu.rq.best_prio()
     if curr is None or best > curr.prio:

@@ -15,7 +15,7 @@ request completed, exactly like straight-line kernel code between two expensive 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Task(Context):
         "bh_count",
         "blocked_on",
         "exec_ns",
+        "guest_exit",
         "last_ran_ns",
         "normal_prio",
         "nr_migrations",
@@ -125,6 +126,10 @@ class Task(Context):
         self.bh_count = 0
         #: running user or guest code (not kernel code): preemptible on any kernel
         self.user_mode = False
+        #: a vCPU thread's VM exit on a host interrupt (virt/vcpu.py sets it): called when an
+        #: interrupt arrives while the task runs guest code, it returns the CPU time of the
+        #: exit and the entry back, which the interrupt pays first (Cpu._enter_irq)
+        self.guest_exit: Callable[[], int] | None = None
         self.exec_ns = 0
         #: when it last left a CPU (se.exec_start as a queued task sees it): task_hot()
         self.last_ran_ns = -(1 << 62)

@@ -12,7 +12,9 @@ polling; one running guest code is kicked out (IPI, VM exit) and takes the inter
 next entry, a guest thread's chunk being preempted exactly (Cpu.cut_short); a preempted vCPU
 task takes it when it next runs. Guest interrupt and softirq code itself is not cut (the guest
 runs it with interrupts off or in a bottom half); a kick meanwhile costs its exit at the next
-boundary.
+boundary. A host interrupt (a device's, a reschedule IPI) that arrives while the vCPU runs guest
+code exits the guest too (external-interrupt exiting): the interrupt pays the exit and the entry
+back before its handler runs (Task.guest_exit, Cpu._enter_irq).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Vcpu:
         self.task: Task = self.kernel.create_task(
             f"CPU {index}/KVM ({vm.name})", self._kvm_run, policy, prio, allowed
         )
+        self.task.guest_exit = self._external_interrupt_exit
 
     # -- injection --------------------------------------------------------------------------
     def inject(self, handler: GuestIrq, waker: Any = None) -> None:
@@ -207,6 +210,13 @@ class Vcpu:
         self._exit(reason)
         yield self.kernel.costs.vm_exit_entry
         self._enter()
+
+    def _external_interrupt_exit(self) -> int:
+        """A host interrupt (a device's, a reschedule IPI) arrived in guest mode: VM exit,
+        the host runs its handler, VM entry. Returns the exit and entry's CPU time."""
+        self.exits += 1
+        self.vm.on_exit(self, "external_interrupt")
+        return self.kernel.costs.vm_exit_entry
 
     @property
     def in_guest(self) -> bool:
