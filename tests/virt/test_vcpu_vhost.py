@@ -206,3 +206,33 @@ def test_a_host_interrupt_while_the_vcpu_is_halted_costs_no_vm_exit():
     seen, _, k, vm = _guest_worker_hit_by_a_host_interrupt(500 * US)  # long after the work
     assert seen == [500 * US + k.costs.hardirq_entry_exit]
     assert "external_interrupt" not in vm.exits_by_reason
+
+
+def test_a_kick_from_another_cpu_takes_the_ipi_flight_then_the_exit_and_the_host_handler():
+    k = Kernel(Simulator(1), 2, "4.1-rt")
+    vm = Vm(k, "vm")
+    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
+    seen = []
+
+    def worker(gt):
+        yield 100 * US
+        while True:
+            yield GUEST_BLOCK
+
+    def handler(vcpu):
+        seen.append(k.sim.now)
+        yield 1 * US
+
+    def two_injections(_):  # e.g. vhost on CPU 0 signals twice before the IPI lands
+        v.inject(handler, waker=k.cpus[0])
+        v.inject(handler, waker=k.cpus[0])
+
+    vm.guest.spawn("w", v, worker)
+    k.sim.at(30 * US, two_injections)
+    k.sim.run(until=1_000 * US)
+    c = k.costs
+    # one IPI (the second kick finds the vCPU already exiting), one exit, both interrupts taken
+    assert v.kicks == 1 and vm.exits_by_reason.get("kick") == 1
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert seen[0] == 30 * US + c.ipi_cross_cpu + c.vm_exit_entry + c.hardirq_entry_exit
+    assert seen[1] == seen[0] + 1 * US

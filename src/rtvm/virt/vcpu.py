@@ -8,9 +8,10 @@ this is the only runnable task on the CPU, ended early by an interrupt), then th
 (kvm_vcpu_block) until an interrupt is injected, and enters again.
 
 Injection (kvm_vcpu_kick): a halted vCPU is woken (kvm_vcpu_wake_up); a polling one stops
-polling; one running guest code is kicked out (IPI, VM exit) and takes the interrupt on the
-next entry, a guest thread's chunk being preempted exactly (Cpu.cut_short); a preempted vCPU
-task takes it when it next runs. Guest interrupt and softirq code itself is not cut (the guest
+polling; one running guest code is kicked out (a reschedule IPI: its flight from another CPU,
+the VM exit, the host's handler) and takes the interrupt on the next entry, a guest thread's
+chunk being preempted exactly (Cpu.cut_short); a preempted vCPU task takes it when it next
+runs. Guest interrupt and softirq code itself is not cut (the guest
 runs it with interrupts off or in a bottom half); a kick meanwhile costs its exit at the next
 boundary. A host interrupt (a device's, a reschedule IPI) that arrives while the vCPU runs guest
 code exits the guest too (external-interrupt exiting): the interrupt pays the exit and the entry
@@ -80,6 +81,7 @@ class Vcpu:
         self.polling = False
         self.running_thread: GuestThread | None = None
         self.kick_exit_pending = False
+        self.kick_in_flight = False  # a kick's IPI is on its way to the vCPU's CPU
         #: LLC owner touched when the vCPU comes back from halt (KVM and vCPU state), if any
         self.ws_owner: str | None = None
         # counters
@@ -109,12 +111,36 @@ class Vcpu:
             self.kernel.wake_up(t, waker=waker)
         elif self.polling:
             t.cpu.cut_short(t)
-        elif self.in_guest and t.state == RUNNING:
+        elif self.in_guest and t.state == RUNNING and not self.kick_in_flight:
+            # kvm_vcpu_kick -> smp_send_reschedule: from another CPU the IPI takes its flight
+            # (a second kick meanwhile sends none: the vCPU is already EXITING_GUEST_MODE)
             self.kicks += 1
-            if self.running_thread is not None:
-                t.cpu.cut_short(t)  # the chunk ends now: VM exit on the IPI
+            if waker is not None and waker is not t.cpu:
+                self.kick_in_flight = True
+                self.kernel.sim.after(self.kernel.costs.ipi_cross_cpu, self._kick_arrives)
             else:
-                self.kick_exit_pending = True
+                self._kick_out()
+
+    def _kick_arrives(self, _: Any = None) -> None:
+        self.kick_in_flight = False
+        t = self.task
+        if self.in_guest and t.state == RUNNING:
+            t.cpu.nr_irqs += 1
+            t.cpu.nr_resched_ipis += 1
+            self._kick_out()
+
+    def _kick_out(self) -> None:
+        """The IPI exits the guest: a guest thread's chunk ends now; guest interrupt or softirq
+        code, which runs with interrupts off, takes the exit when it ends."""
+        if self.running_thread is not None:
+            self.task.cpu.cut_short(self.task)
+        else:
+            self.kick_exit_pending = True
+
+    def _kick_exit(self) -> Code:
+        """The kick's VM exit: the host takes the reschedule IPI (its handler), then KVM enters
+        the guest again with the interrupt injected."""
+        yield from self.exit_and_enter("kick", self.kernel.costs.hardirq_entry_exit)
 
     # -- the KVM_RUN loop -------------------------------------------------------------------
     def _kvm_run(self, t: Task) -> Code:
@@ -125,7 +151,7 @@ class Vcpu:
         while True:
             if self.kick_exit_pending:
                 self.kick_exit_pending = False
-                yield from self.exit_and_enter("kick")
+                yield from self._kick_exit()
             if self.pending_irqs:
                 yield from self.pending_irqs.popleft()(self)
                 continue
@@ -171,7 +197,7 @@ class Vcpu:
         self.running_thread = None
         if left:  # kicked out mid-chunk: the rest runs after the interrupt
             gt.leftover = left
-            yield from self.exit_and_enter("kick")
+            yield from self._kick_exit()
 
     def _halt(self) -> Code:
         """HLT: VM exit, optional halt polling, block until woken, VM entry."""
@@ -205,10 +231,11 @@ class Vcpu:
         return bool(self.pending_irqs) or self.vm.guest.has_work(self)
 
     # -- exits and entries (with the per-request probes) -----------------------------------
-    def exit_and_enter(self, reason: str) -> Code:
-        """A VM exit handled in the host kernel, then the entry (e.g. a kick, a hypercall)."""
+    def exit_and_enter(self, reason: str, handling_ns: int = 0) -> Code:
+        """A VM exit handled in the host kernel (``handling_ns`` besides the exit itself),
+        then the entry (e.g. a kick, a hypercall)."""
         self._exit(reason)
-        yield self.kernel.costs.vm_exit_entry
+        yield self.kernel.costs.vm_exit_entry + handling_ns
         self._enter()
 
     def _external_interrupt_exit(self) -> int:
