@@ -90,6 +90,28 @@ def test_net_rx_action_stops_at_the_budget_and_repolls_at_the_tail():
     assert sd.time_squeeze == 1
 
 
+def test_4_1_rt_waits_for_one_pass_of_the_holder_then_drains_the_shared_list():
+    """4.1-rt's do_current_softirqs() drops the NET_RX lock between passes: an RT thread that
+    blocks behind a lower thread's pass gets the lock when that pass ends (<= one NAPI weight),
+    polls its own NAPI first (it arrived before the holder's repoll), then the leftovers."""
+    k = kernel(generation="4.1-rt", switch_ns=0)
+    heavy = FakeNapi(k, "heavy", backlog=1000, cost_per_pkt=1 * US)
+    rt = FakeNapi(k, "rt", backlog=1)
+    k.create_task("irq/31-heavy", _schedule_all(k, [heavy]), SCHED_OTHER, 0, {0})
+    k.sim.after(
+        10 * US, lambda _: k.create_task("irq/30-rt", _schedule_all(k, [rt]), SCHED_FIFO, 50, {0})
+    )
+    k.sim.run(until=5 * MS)
+    pass_ns = k.costs.napi_poll_call + 64 * US
+    ((when, by),) = rt.polled_by
+    assert by == "irq/30-rt" and pass_ns <= when < pass_ns + 2 * US
+    assert heavy.backlog == 0
+    passes = k.net_rx_passes
+    assert passes["irq/31-heavy"][2] == 64  # no pass of the holder went past one weight
+    assert passes["irq/30-rt"][2] == 65  # its own packet and a weight of the heavy NAPI
+    assert passes["irq/30-rt"][0] > 1  # it goes on draining the heavy NAPI at FIFO 50
+
+
 def test_net_rx_action_stops_at_the_two_jiffy_time_limit():
     k = kernel(generation="6.18-rt", switch_ns=0)
     napis = [FakeNapi(k, f"slow{i}", backlog=10, cost_per_pkt=100 * US) for i in range(4)]

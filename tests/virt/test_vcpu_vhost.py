@@ -56,28 +56,85 @@ def test_halt_polling_catches_a_quick_wake_without_a_context_switch():
     assert seen[-1] == 57 * US + k.costs.vm_exit_entry // 2  # just the entry
 
 
-def test_running_guest_thread_is_kicked_out_by_injection_and_resumes():
-    k = Kernel(Simulator(1), 2, "4.1-rt")
+def _vm_with_worker(cpus: int, vcpu_cpu: int):
+    """A 4.1-rt host; a guest thread computes 100 us on a FIFO 47 vCPU pinned to ``vcpu_cpu``,
+    then sleeps. Returns (kernel, vm, vcpu, a 1 us guest handler, its run times, work ends)."""
+    k = Kernel(Simulator(1), cpus, "4.1-rt")
     vm = Vm(k, "vm")
-    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
-    done = []
-    seen = []
+    v = vm.add_vcpu(SCHED_FIFO, 47, {vcpu_cpu})
+    seen, done = [], []
 
     def worker(gt):
         yield 100 * US
         done.append(k.sim.now)
+        while True:
+            yield GUEST_BLOCK
 
     def handler(vcpu):
         seen.append(k.sim.now)
         yield 1 * US
 
     vm.guest.spawn("w", v, worker)
-    k.sim.at(30 * US, lambda _: v.inject(handler))
+    return k, vm, v, handler, seen, done
+
+
+def _worker_kicked(at_ns: int | None, guest_code_us: int = 0):
+    """The worker on CPU 1 (after ``guest_code_us`` of guest interrupt code, which is not
+    cut); CPU 0 injects an interrupt at ``at_ns`` (None: never).
+    Returns (guest handler times, work end, kernel, vm, vcpu)."""
+    k, vm, v, handler, seen, done = _vm_with_worker(2, 1)
+
+    def guest_irq_code(vcpu):
+        yield guest_code_us * US
+
+    if guest_code_us:
+        k.sim.at(20 * US, lambda _: v.inject(guest_irq_code, waker=k.cpus[0]))
+    if at_ns is not None:
+        k.sim.at(at_ns, lambda _: v.inject(handler, waker=k.cpus[0]))
     k.sim.run(until=1_000 * US)
-    assert v.kicks == 1 and vm.exits_by_reason.get("kick") == 1
-    assert seen[0] < 30 * US + 2 * k.costs.vm_exit_entry  # handled at once, not after 100 us
-    # the thread's 100 us of work were not lost: it ends after its work + handler + exit/entry
-    assert done[0] >= 100 * US + 1 * US + k.costs.vm_exit_entry
+    return seen, done[0], k, vm, v
+
+
+def test_running_guest_thread_is_kicked_out_by_injection_and_resumes():
+    _, undisturbed, *_ = _worker_kicked(None)
+    seen, end, k, vm, v = _worker_kicked(30 * US)
+    c = k.costs
+    # the kick is a reschedule IPI: its flight, then the external-interrupt exit and the
+    # host's handler (the shared IPI path), then the injection on the entry
+    assert v.kicks == 1 and vm.exits_by_reason.get("external_interrupt") == 1
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert k.cpus[1].by_name.get("IPI/reschedule/1", 0) > 0
+    assert seen == [30 * US + c.ipi_cross_cpu + c.vm_exit_entry + c.hardirq_entry_exit]
+    # the thread's work is not lost: it ends later by the exit, the host handler and the guest's
+    assert end == undisturbed + c.vm_exit_entry + c.hardirq_entry_exit + 1 * US
+
+
+def test_a_kick_during_guest_interrupt_code_exits_at_once_and_injects_after_it():
+    _, undisturbed, *_ = _worker_kicked(None, guest_code_us=20)
+    seen, end, k, vm, v = _worker_kicked(30 * US, guest_code_us=20)
+    c = k.costs
+    first = 20 * US + c.ipi_cross_cpu + c.vm_exit_entry + c.hardirq_entry_exit  # the first kick
+    # the second kick lands mid-handler: the exit now, the injection when the handler ends
+    assert v.kicks == 2 and vm.exits_by_reason.get("external_interrupt") == 2
+    assert seen == [first + 20 * US + c.vm_exit_entry + c.hardirq_entry_exit]
+    assert end == undisturbed + c.vm_exit_entry + c.hardirq_entry_exit + 1 * US
+
+
+def test_a_preempted_vcpu_needs_no_kick_and_takes_the_interrupt_when_it_runs_again():
+    k, _, v, handler, seen, done = _vm_with_worker(1, 0)
+
+    def rt_thread(t):  # a higher-priority host thread takes the CPU, and injects meanwhile
+        yield 5 * US
+        v.inject(handler, waker=k.cpus[0])
+        yield 5 * US
+
+    k.sim.at(30 * US, lambda _: k.create_task("vhost-rt", rt_thread, SCHED_FIFO, 48, {0}))
+    k.sim.run(until=1_000 * US)
+    assert v.kicks == 0 and k.cpus[0].nr_resched_ipis == 0
+    # handled as soon as the vCPU runs again, before the rest of the guest thread's chunk
+    back = 30 * US + 10 * US + k.costs.context_switch
+    assert back <= seen[0] < back + 2 * k.costs.context_switch
+    assert done[0] > seen[0] + 1 * US
 
 
 def test_vhost_worker_stops_at_its_weight_and_requeues_other_work_runs_between():
@@ -209,30 +266,17 @@ def test_a_host_interrupt_while_the_vcpu_is_halted_costs_no_vm_exit():
 
 
 def test_a_kick_from_another_cpu_takes_the_ipi_flight_then_the_exit_and_the_host_handler():
-    k = Kernel(Simulator(1), 2, "4.1-rt")
-    vm = Vm(k, "vm")
-    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
-    seen = []
-
-    def worker(gt):
-        yield 100 * US
-        while True:
-            yield GUEST_BLOCK
-
-    def handler(vcpu):
-        seen.append(k.sim.now)
-        yield 1 * US
+    k, vm, v, handler, seen, _ = _vm_with_worker(2, 1)
 
     def two_injections(_):  # e.g. vhost on CPU 0 signals twice before the IPI lands
         v.inject(handler, waker=k.cpus[0])
         v.inject(handler, waker=k.cpus[0])
 
-    vm.guest.spawn("w", v, worker)
     k.sim.at(30 * US, two_injections)
     k.sim.run(until=1_000 * US)
     c = k.costs
     # one IPI (the second kick finds the vCPU already exiting), one exit, both interrupts taken
-    assert v.kicks == 1 and vm.exits_by_reason.get("kick") == 1
+    assert v.kicks == 1 and vm.exits_by_reason.get("external_interrupt") == 1
     assert k.cpus[1].nr_resched_ipis == 1
     assert seen[0] == 30 * US + c.ipi_cross_cpu + c.vm_exit_entry + c.hardirq_entry_exit
     assert seen[1] == seen[0] + 1 * US

@@ -83,6 +83,22 @@ def _cpu_by_thread_pct(
     return out
 
 
+def _net_rx_passes(raw: dict[str, list[int]]) -> dict[str, dict[str, float | int]]:
+    """Per context, its net_rx_action passes: how many, packets per pass (mean, most), and
+    how long each ran (mean, longest, us). On the threaded testbed a heavy IRQ thread's pass is
+    what the RT IRQ thread waits for on the NET_RX lock."""
+    out: dict[str, dict[str, float | int]] = {}
+    for name, (n, frames, frames_max, ns, ns_max) in sorted(raw.items()):
+        out[name] = {
+            "passes": n,
+            "packets_mean": round(frames / n, 1),
+            "packets_max": frames_max,
+            "us_mean": round(ns / n / 1000, 2),
+            "us_max": round(ns_max / 1000, 2),
+        }
+    return out
+
+
 def run_method(
     method: str,
     duration_s: float,
@@ -133,6 +149,7 @@ def run_method(
     extra = {
         "drops": dict(tb.kernel.drops),
         "lock_waits": {k: list(v) for k, v in tb.kernel.lock_stats.items()},
+        "net_rx_passes": _net_rx_passes(tb.kernel.net_rx_passes),
         "llc": {
             o.name: {
                 "references": o.references,

@@ -276,8 +276,10 @@ class Cpu:
 
     def _enter_irq(self, frame_factory: Any) -> None:
         self.account()
-        exit_ns = self._guest_exit_ns()
+        guest_exit = self._guest_exit_hook()
         self._pause(self.top)
+        # the VM exit, if the interrupt found guest code running: paid first, by the interrupt
+        exit_ns = guest_exit() if guest_exit is not None else 0
         frame: IrqFrame = frame_factory()
         frame.cpu = self
         self.irq_stack.append(frame)
@@ -288,15 +290,14 @@ class Cpu:
         else:
             self.step(frame)
 
-    def _guest_exit_ns(self) -> int:
+    def _guest_exit_hook(self) -> Any:
         """An interrupt that finds a vCPU thread executing guest code makes it exit the guest
-        first (external-interrupt exiting; the host handles the interrupt, then enters the
-        guest again): that exit and entry are the interrupt's to pay."""
+        (external-interrupt exiting; the host handles the interrupt, then enters the guest
+        again): the task's ``guest_exit`` hook, called once the task is paused, or None."""
         curr = self.curr
         if self.irq_stack or curr is None or not curr.user_mode or curr.run_ev is None:
-            return 0
-        exit_hook = curr.guest_exit
-        return exit_hook() if exit_hook is not None else 0
+            return None
+        return curr.guest_exit
 
     # -- scheduling ------------------------------------------------------------------------
     def resched(self) -> None:

@@ -91,6 +91,8 @@ class Kernel:
         self.tasks: list[Task] = []
         self.drops: dict[str, int] = {}  # frames dropped, by reason
         self.lock_stats: dict[str, tuple[int, int]] = {}  # task -> (lock waits, ns waited)
+        #: context -> [net_rx_action passes, packets, most packets, ns, longest ns] (napi.py)
+        self.net_rx_passes: dict[str, list[int]] = {}
         self.boosted_tasks: set[str] = set()  # tasks that were ever PI-boosted
         self.cpus = [Cpu(self, i) for i in range(ncpus)]
         self.all_cpus = frozenset(range(ncpus))
@@ -196,7 +198,12 @@ class Kernel:
         if waker is None or waker is cpu:
             cpu.resched()
         else:
-            self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, cpu)
+            self.smp_send_reschedule(cpu)
+
+    def smp_send_reschedule(self, cpu: Cpu) -> None:
+        """Send ``cpu`` a reschedule IPI: it lands ``ipi_cross_cpu`` later (_ipi_resched). The
+        one path for every reschedule IPI: a remote wakeup, an RT push, a vCPU kick."""
+        self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, cpu)
 
     # -- balancing -------------------------------------------------------------------------
     def _push_rt(self, cpu: Cpu, t: Task) -> None:
@@ -216,7 +223,7 @@ class Kernel:
         t.cpu = dest
         t.nr_migrations += 1
         dest.rq.enqueue(t)
-        self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, dest)
+        self.smp_send_reschedule(dest)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
         """Before picking: pull_rt_task(), then idle_balance() if nothing is left to run."""

@@ -184,6 +184,7 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     while True:
         if not work_list:
             if not repoll:
+                _account_pass(k, ctx, now, tun.netdev_budget - budget)
                 return
             break
         n = work_list.pop(0)
@@ -204,8 +205,27 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     arrived = getattr(sd, attr)
     merged = work_list + arrived + repoll
     setattr(sd, attr, merged)
+    _account_pass(k, ctx, now, tun.netdev_budget - budget)
     if merged:
         raise_softirq(cpu, NET_RX_RT if rt else NET_RX, ctx)
+
+
+def _account_pass(k: Kernel, ctx: Context, start: int, frames: int) -> None:
+    """One net_rx_action pass by ``ctx``: how many packets it polled and how long it held
+    the NET_RX lock (on RT) or ran the softirq. The length of another context's pass is what
+    a thread blocked on the lock waits (Kernel.net_rx_passes)."""
+    ns = k.sim.now - start
+    st = k.net_rx_passes.get(ctx.name)
+    if st is None:
+        k.net_rx_passes[ctx.name] = [1, frames, frames, ns, ns]
+        return
+    st[0] += 1
+    st[1] += frames
+    st[3] += ns
+    if frames > st[2]:
+        st[2] = frames
+    if ns > st[4]:
+        st[4] = ns
 
 
 def netif_rx_ni(cpu: Cpu, t: Task, pkt: Any, receive: Receive) -> Code:

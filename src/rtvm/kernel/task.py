@@ -127,8 +127,10 @@ class Task(Context):
         #: running user or guest code (not kernel code): preemptible on any kernel
         self.user_mode = False
         #: a vCPU thread's VM exit on a host interrupt (virt/vcpu.py sets it): called when an
-        #: interrupt arrives while the task runs guest code, it returns the CPU time of the
-        #: exit and the entry back, which the interrupt pays first (Cpu._enter_irq)
+        #: interrupt arrives while the task runs guest code (the task already paused), it
+        #: returns the CPU time of the exit and the entry back, which the interrupt pays first
+        #: (Cpu._enter_irq); it may end the task's request (Cpu.cut_short), for KVM to deliver
+        #: pending events before it enters again
         self.guest_exit: Callable[[], int] | None = None
         self.exec_ns = 0
         #: when it last left a CPU (se.exec_start as a queued task sees it): task_hot()

@@ -8,14 +8,16 @@ this is the only runnable task on the CPU, ended early by an interrupt), then th
 (kvm_vcpu_block) until an interrupt is injected, and enters again.
 
 Injection (kvm_vcpu_kick): a halted vCPU is woken (kvm_vcpu_wake_up); a polling one stops
-polling; one running guest code is kicked out (a reschedule IPI: its flight from another CPU,
-the VM exit, the host's handler) and takes the interrupt on the next entry, a guest thread's
-chunk being preempted exactly (Cpu.cut_short); a preempted vCPU task takes it when it next
-runs. Guest interrupt and softirq code itself is not cut (the guest
-runs it with interrupts off or in a bottom half); a kick meanwhile costs its exit at the next
-boundary. A host interrupt (a device's, a reschedule IPI) that arrives while the vCPU runs guest
-code exits the guest too (external-interrupt exiting): the interrupt pays the exit and the entry
-back before its handler runs (Task.guest_exit, Cpu._enter_irq).
+polling; one executing guest code is kicked out: smp_send_reschedule, the host's one reschedule
+IPI path (Kernel.smp_send_reschedule), lands on its CPU ``ipi_cross_cpu`` later as a host
+interrupt, and a host interrupt in guest mode exits the guest (external-interrupt exiting): it
+pays the exit and the entry back before its handler runs (Task.guest_exit, Cpu._enter_irq).
+Any such exit lets KVM deliver what is pending before it enters again: a guest thread's chunk
+ends there (Cpu.cut_short) and the interrupt is injected on the entry. Guest interrupt and
+softirq code is not cut (the guest runs it with interrupts off or in a bottom half): the
+injection waits for its end. A vCPU already out of guest mode (an interrupt on its CPU, or
+preempted) needs no IPI: it injects when it next enters. While a kick's IPI is in flight a
+second kick sends none (vcpu->mode is already EXITING_GUEST_MODE).
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ class Vcpu:
         self.halted = False
         self.polling = False
         self.running_thread: GuestThread | None = None
-        self.kick_exit_pending = False
-        self.kick_in_flight = False  # a kick's IPI is on its way to the vCPU's CPU
+        self.kick_in_flight = False  # a kick's IPI is on its way (EXITING_GUEST_MODE)
+        self.kick_requested = False  # the next exit must end the guest run (a notify)
         #: LLC owner touched when the vCPU comes back from halt (KVM and vCPU state), if any
         self.ws_owner: str | None = None
         # counters
@@ -105,42 +107,29 @@ class Vcpu:
     def notify(self, waker: Any = None) -> None:
         """Make the vCPU look at its guest again: wake it, end its poll, or kick it out."""
         t = self.task
-        if t.cpu is not None and t.cpu.stepping is t:
+        cpu = t.cpu
+        if cpu is not None and cpu.stepping is t:
             return  # the vCPU's own code made the work: its loop sees it next, no exit
         if t.state == SLEEPING:
             self.kernel.wake_up(t, waker=waker)
         elif self.polling:
-            t.cpu.cut_short(t)
-        elif self.in_guest and t.state == RUNNING and not self.kick_in_flight:
-            # kvm_vcpu_kick -> smp_send_reschedule: from another CPU the IPI takes its flight
-            # (a second kick meanwhile sends none: the vCPU is already EXITING_GUEST_MODE)
-            self.kicks += 1
-            if waker is not None and waker is not t.cpu:
-                self.kick_in_flight = True
-                self.kernel.sim.after(self.kernel.costs.ipi_cross_cpu, self._kick_arrives)
-            else:
-                self._kick_out()
+            cpu.cut_short(t)
+        elif self.in_guest and t.state == RUNNING:
+            self.kick_requested = True
+            if cpu.curr is t and not cpu.irq_stack and t.run_ev is not None:
+                if not self.kick_in_flight:  # executing guest code: IPI it out
+                    self.kicks += 1
+                    self.kick_in_flight = True
+                    self.kernel.smp_send_reschedule(cpu)
+            else:  # out of guest mode already (covered by an interrupt, or preempted)
+                self._end_guest_run()
 
-    def _kick_arrives(self, _: Any = None) -> None:
-        self.kick_in_flight = False
-        t = self.task
-        if self.in_guest and t.state == RUNNING:
-            t.cpu.nr_irqs += 1
-            t.cpu.nr_resched_ipis += 1
-            self._kick_out()
-
-    def _kick_out(self) -> None:
-        """The IPI exits the guest: a guest thread's chunk ends now; guest interrupt or softirq
-        code, which runs with interrupts off, takes the exit when it ends."""
+    def _end_guest_run(self) -> None:
+        """KVM delivers pending events before it enters again: a guest thread's chunk ends
+        here (it resumes after the injection); guest kernel code runs to its end first."""
+        self.kick_requested = False
         if self.running_thread is not None:
             self.task.cpu.cut_short(self.task)
-        else:
-            self.kick_exit_pending = True
-
-    def _kick_exit(self) -> Code:
-        """The kick's VM exit: the host takes the reschedule IPI (its handler), then KVM enters
-        the guest again with the interrupt injected."""
-        yield from self.exit_and_enter("kick", self.kernel.costs.hardirq_entry_exit)
 
     # -- the KVM_RUN loop -------------------------------------------------------------------
     def _kvm_run(self, t: Task) -> Code:
@@ -149,10 +138,8 @@ class Vcpu:
         yield c.vm_exit_entry // 2
         self._enter()
         while True:
-            if self.kick_exit_pending:
-                self.kick_exit_pending = False
-                yield from self._kick_exit()
             if self.pending_irqs:
+                self.vm.on_entry(self)  # injected on a VM entry: the probe fires
                 yield from self.pending_irqs.popleft()(self)
                 continue
             work = guest.softirq_work(self)
@@ -195,9 +182,9 @@ class Vcpu:
         self.running_thread = gt
         left = yield req
         self.running_thread = None
-        if left:  # kicked out mid-chunk: the rest runs after the interrupt
+        if left:  # exited mid-chunk (its exit paid by the interrupt): the rest runs later
             gt.leftover = left
-            yield from self._kick_exit()
+            self.vm.on_entry(self)  # entered again, with what was pending
 
     def _halt(self) -> Code:
         """HLT: VM exit, optional halt polling, block until woken, VM entry."""
@@ -240,9 +227,13 @@ class Vcpu:
 
     def _external_interrupt_exit(self) -> int:
         """A host interrupt (a device's, a reschedule IPI) arrived in guest mode: VM exit,
-        the host runs its handler, VM entry. Returns the exit and entry's CPU time."""
+        the host runs its handler, VM entry. Returns the exit and entry's CPU time; ends the
+        guest run if KVM has something to deliver on the entry."""
         self.exits += 1
+        self.kick_in_flight = False  # out of guest mode: a later kick needs a new IPI
         self.vm.on_exit(self, "external_interrupt")
+        if self.pending_irqs or self.kick_requested:
+            self._end_guest_run()
         return self.kernel.costs.vm_exit_entry
 
     @property
@@ -252,6 +243,8 @@ class Vcpu:
 
     def _exit(self, reason: str) -> None:
         self.task.user_mode = False  # host kernel code until the next entry
+        self.kick_in_flight = False
+        self.kick_requested = False  # KVM sees what is pending before it enters again
         self.exits += 1
         self.vm.on_exit(self, reason)
 
