@@ -265,6 +265,26 @@ def test_a_host_interrupt_while_the_vcpu_is_halted_costs_no_vm_exit():
     assert "external_interrupt" not in vm.exits_by_reason
 
 
+def test_a_kick_whose_ipi_finds_the_vcpu_preempted_is_delivered_when_it_runs_again():
+    # the IPI is in flight when a local wakeup preempts the vCPU (no interrupt, so no exit hook):
+    # kvm_sched_out tells it it left guest mode, and a later kick sends a new IPI
+    k, _, v, handler, seen, _ = _vm_with_worker(2, 1)
+
+    def rt_thread(t):
+        yield 5 * US
+
+    k.sim.at(30 * US, lambda _: v.inject(handler, waker=k.cpus[0]))
+    k.sim.at(30 * US + 500, lambda _: k.create_task("rt48", rt_thread, SCHED_FIFO, 48, {1}))
+    k.sim.at(60 * US, lambda _: v.inject(handler, waker=k.cpus[0]))
+    k.sim.run(until=1_000 * US)
+    c = k.costs
+    # the IPI lands on the FIFO 48 task (its handler only); the vCPU injects as soon as it is back
+    back = 30 * US + 500 + c.context_switch + 5 * US + c.hardirq_entry_exit + c.context_switch
+    assert seen[0] == back
+    assert v.kicks == 2 and k.cpus[1].nr_resched_ipis == 2 and not v.kick_in_flight
+    assert seen[1] == 60 * US + c.ipi_cross_cpu + c.vm_exit_entry + c.hardirq_entry_exit
+
+
 def test_a_kick_from_another_cpu_takes_the_ipi_flight_then_the_exit_and_the_host_handler():
     k, vm, v, handler, seen, _ = _vm_with_worker(2, 1)
 

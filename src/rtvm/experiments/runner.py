@@ -84,9 +84,10 @@ def _cpu_by_thread_pct(
 
 
 def _net_rx_passes(raw: dict[str, list[int]]) -> dict[str, dict[str, float | int]]:
-    """Per context, its net_rx_action passes: how many, packets per pass (mean, most), and
-    how long each ran (mean, longest, us). On the threaded testbed a heavy IRQ thread's pass is
-    what the RT IRQ thread waits for on the NET_RX lock."""
+    """Per context, its net_rx_action passes over the whole run (warm-up included): how many,
+    packets per pass (mean, most), and how long each took from start to end, preemption and
+    interrupts included (mean, longest, us). On the threaded testbed a heavy IRQ thread's pass
+    is what the RT IRQ thread waits for on the NET_RX lock."""
     out: dict[str, dict[str, float | int]] = {}
     for name, (n, frames, frames_max, ns, ns_max) in sorted(raw.items()):
         out[name] = {

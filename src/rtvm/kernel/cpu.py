@@ -324,6 +324,8 @@ class Cpu:
         k.balance(self, prev)
         nxt = self.rq.pick_next(rt_allowed=not self.rt_throttled)
         self.curr = nxt
+        if prev is not None and prev is not nxt and prev.sched_out is not None:
+            prev.sched_out()  # fire_sched_out_preempt_notifiers(), in prepare_task_switch()
         if self.slice_ev is not None:
             self.sim.cancel(self.slice_ev)
             self.slice_ev = None

@@ -211,9 +211,9 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
 
 
 def _account_pass(k: Kernel, ctx: Context, start: int, frames: int) -> None:
-    """One net_rx_action pass by ``ctx``: how many packets it polled and how long it held
-    the NET_RX lock (on RT) or ran the softirq. The length of another context's pass is what
-    a thread blocked on the lock waits (Kernel.net_rx_passes)."""
+    """One net_rx_action pass by ``ctx``: how many packets it polled and how long it took
+    (wall time: on RT under the NET_RX lock, preemption and interrupts included). The rest of
+    another context's pass is what a thread blocked on the lock waits (Kernel.net_rx_passes)."""
     ns = k.sim.now - start
     st = k.net_rx_passes.get(ctx.name)
     if st is None:

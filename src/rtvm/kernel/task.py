@@ -88,6 +88,7 @@ class Task(Context):
         "pi_held",
         "policy",
         "prio",
+        "sched_out",
         "softirqs_raised",
         "state",
         "user_mode",
@@ -132,6 +133,9 @@ class Task(Context):
         #: (Cpu._enter_irq); it may end the task's request (Cpu.cut_short), for KVM to deliver
         #: pending events before it enters again
         self.guest_exit: Callable[[], int] | None = None
+        #: a preempt notifier's sched_out (kvm_sched_out for a vCPU thread): called when the
+        #: task leaves its CPU for another (Cpu.schedule), whether it blocked or was preempted
+        self.sched_out: Callable[[], None] | None = None
         self.exec_ns = 0
         #: when it last left a CPU (se.exec_start as a queued task sees it): task_hot()
         self.last_ran_ns = -(1 << 62)

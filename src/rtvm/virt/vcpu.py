@@ -96,6 +96,7 @@ class Vcpu:
             f"CPU {index}/KVM ({vm.name})", self._kvm_run, policy, prio, allowed
         )
         self.task.guest_exit = self._external_interrupt_exit
+        self.task.sched_out = self._sched_out
 
     # -- injection --------------------------------------------------------------------------
     def inject(self, handler: GuestIrq, waker: Any = None) -> None:
@@ -235,6 +236,16 @@ class Vcpu:
         if self.pending_irqs or self.kick_requested:
             self._end_guest_run()
         return self.kernel.costs.vm_exit_entry
+
+    def _sched_out(self) -> None:
+        """kvm_sched_out (a preempt notifier): the vCPU thread leaves its CPU, so it is out of
+        guest mode (a kick's IPI still in flight finds another task there); what is pending
+        is delivered when it enters again. The model lets a task in guest mode be preempted
+        without an interrupt frame (a local wakeup, a CFS slice end), so this is where such a
+        vCPU learns it left the guest."""
+        self.kick_in_flight = False
+        if self.in_guest and (self.pending_irqs or self.kick_requested):
+            self._end_guest_run()
 
     @property
     def in_guest(self) -> bool:
