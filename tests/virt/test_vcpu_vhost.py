@@ -56,10 +56,10 @@ def test_halt_polling_catches_a_quick_wake_without_a_context_switch():
     assert seen[-1] == 57 * US + k.costs.vm_exit_entry // 2  # just the entry
 
 
-def _vm_with_worker(cpus: int, vcpu_cpu: int):
-    """A 4.1-rt host; a guest thread computes 100 us on a FIFO 47 vCPU pinned to ``vcpu_cpu``,
-    then sleeps. Returns (kernel, vm, vcpu, a 1 us guest handler, its run times, work ends)."""
-    k = Kernel(Simulator(1), cpus, "4.1-rt")
+def _vm_with_worker(cpus: int, vcpu_cpu: int, generation: str = "4.1-rt"):
+    """A host; a guest thread computes 100 us on a FIFO 47 vCPU pinned to ``vcpu_cpu``, then
+    sleeps. Returns (kernel, vm, vcpu, a 1 us guest handler, its run times, work ends)."""
+    k = Kernel(Simulator(1), cpus, generation)
     vm = Vm(k, "vm")
     v = vm.add_vcpu(SCHED_FIFO, 47, {vcpu_cpu})
     seen, done = [], []
@@ -226,23 +226,14 @@ def _guest_worker_hit_by_a_host_interrupt(at_ns: int | None):
     of CPU 1 fires at ``at_ns`` (None: never). Returns (handler times, work end, kernel, vm)."""
     from rtvm.kernel.irq import IrqLine
 
-    k = Kernel(Simulator(1), 2, "vanilla")
-    vm = Vm(k, "vm")
-    v = vm.add_vcpu(SCHED_FIFO, 47, {1})
-    seen, done = [], []
-
-    def worker(gt):
-        yield 100 * US
-        done.append(k.sim.now)
-        while True:
-            yield GUEST_BLOCK
+    k, vm, _, _, _, done = _vm_with_worker(2, 1, "vanilla")
+    seen = []
 
     def handler(cpu, ctx):
         seen.append(k.sim.now)
         yield 2 * US
 
     line = IrqLine(k, 40, "dev", handler, cpu=1)
-    vm.guest.spawn("w", v, worker)
     if at_ns is not None:
         k.sim.at(at_ns, lambda _: line.fire())
     k.sim.run(until=1_000 * US)

@@ -219,11 +219,10 @@ class Vcpu:
         return bool(self.pending_irqs) or self.vm.guest.has_work(self)
 
     # -- exits and entries (with the per-request probes) -----------------------------------
-    def exit_and_enter(self, reason: str, handling_ns: int = 0) -> Code:
-        """A VM exit handled in the host kernel (``handling_ns`` besides the exit itself),
-        then the entry (e.g. a kick, a hypercall)."""
+    def exit_and_enter(self, reason: str) -> Code:
+        """A VM exit handled in the host kernel, then the entry (e.g. an ioeventfd write)."""
         self._exit(reason)
-        yield self.kernel.costs.vm_exit_entry + handling_ns
+        yield self.kernel.costs.vm_exit_entry
         self._enter()
 
     def _external_interrupt_exit(self) -> int:
@@ -231,18 +230,16 @@ class Vcpu:
         the host runs its handler, VM entry. Returns the exit and entry's CPU time; ends the
         guest run if KVM has something to deliver on the entry."""
         self.exits += 1
-        self.kick_in_flight = False  # out of guest mode: a later kick needs a new IPI
         self.vm.on_exit(self, "external_interrupt")
-        if self.pending_irqs or self.kick_requested:
-            self._end_guest_run()
+        self._sched_out()
         return self.kernel.costs.vm_exit_entry
 
     def _sched_out(self) -> None:
-        """kvm_sched_out (a preempt notifier): the vCPU thread leaves its CPU, so it is out of
-        guest mode (a kick's IPI still in flight finds another task there); what is pending
-        is delivered when it enters again. The model lets a task in guest mode be preempted
-        without an interrupt frame (a local wakeup, a CFS slice end), so this is where such a
-        vCPU learns it left the guest."""
+        """Out of guest mode without a KVM exit of its own: an external-interrupt exit, or
+        kvm_sched_out (a preempt notifier) when the vCPU thread leaves its CPU (the model lets
+        a task in guest mode be preempted without an interrupt frame: a local wakeup, a CFS
+        slice end). A kick still in flight is moot (a later one needs a new IPI), and what is
+        pending is delivered when it enters again."""
         self.kick_in_flight = False
         if self.in_guest and (self.pending_irqs or self.kick_requested):
             self._end_guest_run()
