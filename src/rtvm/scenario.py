@@ -21,6 +21,9 @@ class Host(_Strict):
     cpus: int = Field(2, ge=1, le=64)
     generation: str | None = None
     hz: Literal[100, 250, 300, 1000] = 1000
+    #: NO_HZ_FULL CPUs (the nohz_full= boot option); unset: every CPU but CPU 0, the testbed's
+    #: NO_HZ_FULL (CONFIG_NO_HZ_FULL_ALL); [] for a NO_HZ_IDLE host
+    nohz_full: list[int] | None = None
     halt_poll_ns: int | None = Field(None, ge=0, le=10_000_000)
     event_idx: bool = True
 
@@ -30,6 +33,15 @@ class Host(_Strict):
         if v is not None and v not in GENERATIONS:
             raise ValueError(f"unknown kernel generation; allowed: {', '.join(GENERATIONS)}")
         return v
+
+    @model_validator(mode="after")
+    def _nohz_full_cpus(self) -> Host:
+        bad = [c for c in self.nohz_full or [] if not 1 <= c < self.cpus]
+        if bad:
+            raise ValueError(
+                f"nohz_full CPUs {bad}: allowed 1..{self.cpus - 1} (CPU 0 keeps the tick)"
+            )
+        return self
 
 
 class Rr(_Strict):

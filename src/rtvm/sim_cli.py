@@ -93,6 +93,7 @@ def sim(
                 "halt_poll_ns": sc.host.halt_poll_ns,
                 "event_idx": sc.host.event_idx,
                 "hz": sc.host.hz,
+                "nohz_full": None if sc.host.nohz_full is None else tuple(sc.host.nohz_full),
                 "heavy": sc.workload.heavy.receivers,
                 "rt_nic_cpu": sc.irq.rt_nic_cpu,
                 # a tuple, as build_testbed declares (the compiled build checks it)

@@ -378,11 +378,14 @@ def build_testbed(
     halt_poll_ns: int | None = None,
     event_idx: bool = True,
     hz: int = 1000,
+    nohz_full: tuple[int, ...] | None = None,
     rt_nic_cpu: int | None = None,
     heavy_nic_cpus: tuple[int, ...] | None = None,
 ) -> Testbed:
     """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs.
-    ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq])."""
+    ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq]).
+    ``nohz_full``: the NO_HZ_FULL CPUs; None: every CPU but CPU 0 (the testbed runs
+    NO_HZ_FULL, and 4.1 keeps the boot CPU's tick for timekeeping)."""
     if rt_nic_cpu is not None:
         method = replace(method, rt_nic_cpu=rt_nic_cpu)
     if heavy_nic_cpus is not None:
@@ -398,6 +401,7 @@ def build_testbed(
         costs=costs,
         tracer=tracer,
         hz=hz,
+        nohz_full=set(range(1, ncpus)) if nohz_full is None else set(nohz_full),
         net=NetTunables(rt_poll_list=method.rt_poll_list, rtnet_prio=method.rtnet_prio),
     )
     llc = Llc(costs.llc_bytes, costs.llc_line, costs.llc_miss)

@@ -42,6 +42,10 @@ def _rtvm(*args, timeout=300):
             "irq.heavy_nic_cpus: one CPU per heavy receiver's NIC (2)",
         ),
         ('method = "vanilla"\n[irq]\nrt_nic_cpu = -1\n', "irq.rt_nic_cpu = -1"),
+        (
+            'method = "vanilla"\n[host]\nnohz_full = [0, 1]\n',
+            "nohz_full CPUs [0]: allowed 1..1 (CPU 0 keeps the tick)",
+        ),
     ],
 )
 def test_bad_scenarios_get_one_line_errors_and_exit_2(tmp_path, text, needle):

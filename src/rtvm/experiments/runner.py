@@ -17,7 +17,8 @@ import numpy as np
 from rtvm.analysis.stats import from_samples
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.methods import METHODS
-from rtvm.testbed import build_testbed
+from rtvm.testbed import Testbed, build_testbed
+from rtvm.virt import Vm
 from rtvm.workloads.rr import rr_config
 
 SEC = 1_000_000_000
@@ -81,6 +82,23 @@ def _cpu_by_thread_pct(
         if any(x >= 0.01 for x in shares):
             out[n] = [round(x, 2) for x in shares]
     return out
+
+
+def _interrupts(tb: Testbed) -> dict[str, dict[str, int]]:
+    """/proc/interrupts per CPU over the whole run: LOC (the tick), RES (reschedule IPIs
+    taken by a busy CPU), and device interrupts (the NICs)."""
+    return {
+        f"cpu{c.id}": {
+            "LOC": c.nr_ticks,
+            "RES": c.nr_resched_ipis,
+            "device": c.nr_irqs - c.nr_ticks - c.nr_resched_ipis,
+        }
+        for c in tb.kernel.cpus
+    }
+
+
+def _vms(tb: Testbed) -> list[Vm]:
+    return [tb.vm, *(h.vm for h in tb.heavies)]
 
 
 def _net_rx_passes(raw: dict[str, list[int]]) -> dict[str, dict[str, float | int]]:
@@ -151,6 +169,8 @@ def run_method(
         "drops": dict(tb.kernel.drops),
         "lock_waits": {k: list(v) for k, v in tb.kernel.lock_stats.items()},
         "net_rx_passes": _net_rx_passes(tb.kernel.net_rx_passes),
+        "interrupts": _interrupts(tb),
+        "vm_exits": {vm.name: dict(sorted(vm.exits_by_reason.items())) for vm in _vms(tb)},
         "llc": {
             o.name: {
                 "references": o.references,

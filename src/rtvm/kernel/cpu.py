@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from rtvm.kernel.sched import RunQueue, cfs_slice
+from rtvm.kernel.sched import RunQueue
 from rtvm.kernel.task import (
     BLOCK,
     COND_RESCHED,
@@ -29,9 +29,9 @@ from rtvm.kernel.task import (
     IrqFrame,
     Task,
 )
+from rtvm.kernel.tick import tick_nohz_restart
 
 if TYPE_CHECKING:
-    from rtvm.engine.core import Event
     from rtvm.kernel.host import Kernel
 
 
@@ -49,7 +49,7 @@ class Cpu:
         self.rq = RunQueue()
         self.need_resched = False
         self.stepping: Context | None = None  # the context whose code runs right now
-        self.slice_ev: Event | None = None
+        self.tick_running = False  # the scheduling-clock tick is armed (tick.py)
         self.rt_time = 0  # RT throttling: RT runtime used in the current period
         self.rt_throttled = False
         # CFS balancing (host.Kernel.balance): rq->idle_stamp, rq->avg_idle (2 x migration_cost
@@ -66,6 +66,7 @@ class Cpu:
         self.nr_switches = 0
         self.nr_irqs = 0  # hard interrupts taken, reschedule IPIs included
         self.nr_resched_ipis = 0  # /proc/interrupts "RES": IPIs taken as interrupts
+        self.nr_ticks = 0  # /proc/interrupts "LOC": local timer (tick) interrupts taken
         # per-CPU kernel state attached by other modules (softirq, napi)
         self.softirq: Any = None
         self.softnet: Any = None
@@ -326,9 +327,6 @@ class Cpu:
         self.curr = nxt
         if prev is not None and prev is not nxt and prev.sched_out is not None:
             prev.sched_out()  # fire_sched_out_preempt_notifiers(), in prepare_task_switch()
-        if self.slice_ev is not None:
-            self.sim.cancel(self.slice_ev)
-            self.slice_ev = None
         if nxt is None:
             self.last_ran = None  # the idle task runs: coming back from it is a switch
             if k.tracer is not None and prev is not None:
@@ -345,26 +343,13 @@ class Cpu:
             if k.tracer is not None:
                 k.tracer.sched_switch(self.id, prev, nxt, self.sim.now)
         self.last_ran = nxt
-        if nxt.prio == 0 and self.rq.cfs:
-            self.slice_ev = self.sim.after(
-                cfs_slice(k.tunables, nxt, self.rq), self._slice_end, nxt
-            )
+        nxt.slice_exec_start = nxt.exec_ns  # set_next_entity(): prev_sum_exec_runtime
+        if not self.tick_running:
+            tick_nohz_restart(self)
         if self.pending_irqs:  # an interrupt raised while code ran here comes first
             self._take_pending_irq()
             return
         self._start(nxt)
-
-    def _slice_end(self, t: Task) -> None:
-        self.slice_ev = None
-        if self.curr is t and self.rq.cfs:
-            self.resched()
-
-    def arm_slice(self) -> None:
-        """A CFS task was queued behind a running CFS task: start the latter's slice timer."""
-        curr = self.curr
-        if curr is not None and curr.prio == 0 and self.slice_ev is None:
-            delay = cfs_slice(self.kernel.tunables, curr, self.rq)
-            self.slice_ev = self.sim.after(delay, self._slice_end, curr)
 
     def curr_prio(self) -> int:
         """Priority of what runs here for preemption decisions: -1 idle, 0 CFS, 1..99 RT."""

@@ -76,17 +76,25 @@ class Kernel:
         hz: int = 1000,
         tracer: Any = None,
         net: Any = None,
+        nohz_full: frozenset[int] | set[int] = frozenset(),
     ) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"kernel generation {generation!r}; allowed: {', '.join(GENERATIONS)}")
         if ncpus < 1:
             raise ValueError(f"ncpus {ncpus}: allowed >= 1")
+        if not set(nohz_full) <= set(range(1, ncpus)):
+            # tick_nohz_init(): the boot CPU keeps its tick for timekeeping
+            raise ValueError(
+                f"nohz_full {sorted(nohz_full)}: allowed CPUs 1..{ncpus - 1} (CPU 0 keeps time)"
+            )
         self.sim = sim
         self.gen = GENERATIONS[generation]
         self.costs = costs if costs is not None else load_profile()
         self.tunables = tunables or SchedTunables.for_cpus(ncpus)
         self.hz = hz
         self.jiffy_ns = 1_000_000_000 // hz
+        #: NO_HZ_FULL CPUs (nohz_full=): no tick while they run one task alone (tick.py)
+        self.nohz_full = frozenset(nohz_full)
         self.tracer = tracer
         self.tasks: list[Task] = []
         self.drops: dict[str, int] = {}  # frames dropped, by reason
@@ -187,8 +195,6 @@ class Kernel:
             preempt = True
         elif t.prio == 0 and curr.prio == 0:
             preempt = curr.vruntime - t.vruntime > self.tunables.wakeup_granularity_ns
-            if not preempt:
-                cpu.arm_slice()
         else:
             preempt = False
             if t.prio > 0:

@@ -89,6 +89,7 @@ class Task(Context):
         "policy",
         "prio",
         "sched_out",
+        "slice_exec_start",
         "softirqs_raised",
         "state",
         "user_mode",
@@ -137,6 +138,9 @@ class Task(Context):
         #: task leaves its CPU for another (Cpu.schedule), whether it blocked or was preempted
         self.sched_out: Callable[[], None] | None = None
         self.exec_ns = 0
+        #: exec_ns when it was last picked to run (se.prev_sum_exec_runtime): its CFS slice
+        #: is measured from here (tick.scheduler_tick)
+        self.slice_exec_start = 0
         #: when it last left a CPU (se.exec_start as a queued task sees it): task_hot()
         self.last_ran_ns = -(1 << 62)
         self.nr_switches = 0

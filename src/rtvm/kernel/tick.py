@@ -1,0 +1,94 @@
+"""The scheduling-clock tick: a hard interrupt every jiffy on each busy CPU.
+
+kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
+
+- The local timer interrupt runs tick_sched_timer -> update_process_times -> scheduler_tick.
+  Every CPU's tick falls on the same jiffy boundaries (sched_skew_tick is off by default).
+- NO_HZ_IDLE: a CPU that goes idle stops its tick (tick_nohz_idle_enter) and restarts it on
+  the next jiffy boundary once it runs a task again. An interrupt on an idle CPU does not
+  restart it. NO_HZ_FULL: a ``nohz_full`` CPU also skips the tick while it runs a single task
+  (sched_can_stop_tick(): nr_running <= 1).
+- It is an interrupt like any other: a vCPU thread in guest mode exits for it
+  (external-interrupt exiting, Cpu._enter_irq), and a vanilla kernel runs pending softirqs on
+  its irq_exit.
+- scheduler_tick -> task_tick_fair -> check_preempt_tick, with more than one CFS task on the
+  CPU: the running CFS task is preempted (resched_curr) once it has run more than its ideal
+  slice since it was last picked (sum_exec_runtime - prev_sum_exec_runtime > sched_slice), or,
+  after min_granularity, once it is ahead of the leftmost queued task's vruntime by more than
+  that slice. So a CFS slice ends on a tick, not at the exact nanosecond it expires.
+
+Left out: the timer wheel (TIMER_SOFTIRQ; the model has no kernel timers to expire), RCU
+callbacks, the busy CPU's periodic load balance (sched.py), the guest kernel's own tick.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from rtvm.kernel.sched import cfs_slice
+from rtvm.kernel.softirq import irq_exit_softirq
+from rtvm.kernel.task import Code, IrqFrame
+
+if TYPE_CHECKING:
+    from rtvm.kernel.cpu import Cpu
+
+
+def tick_nohz_restart(cpu: Cpu) -> None:
+    """A CPU starts running tasks: its tick (stopped while idle) fires on the next jiffy."""
+    if cpu.tick_running:
+        return
+    cpu.tick_running = True
+    jiffy = cpu.kernel.jiffy_ns
+    cpu.sim.at((cpu.sim.now // jiffy + 1) * jiffy, _tick_sched_timer, cpu)
+
+
+def _tick_sched_timer(cpu: Cpu) -> int | None:
+    """The per-CPU tick hrtimer expires: raise the local timer interrupt unless the tick is
+    stopped; stay armed (HRTIMER_RESTART, one jiffy on) while the CPU is busy."""
+    if cpu.curr is None:  # idle: tick_nohz_idle_enter() stopped the tick
+        cpu.tick_running = False
+        return None
+    if not _tick_stopped_full(cpu):
+        cpu.raise_irq(functools.partial(_local_timer_interrupt, cpu))
+    return cpu.kernel.jiffy_ns
+
+
+def _tick_stopped_full(cpu: Cpu) -> bool:
+    """NO_HZ_FULL: a nohz_full CPU running one task alone needs no tick."""
+    return cpu.id in cpu.kernel.nohz_full and len(cpu.rq) == 0
+
+
+def _local_timer_interrupt(cpu: Cpu) -> IrqFrame:
+    cpu.nr_ticks += 1
+    frame = IrqFrame(f"tick/{cpu.id}", None)  # type: ignore[arg-type]
+    frame.code = _tick_handler(cpu, frame)
+    return frame
+
+
+def _tick_handler(cpu: Cpu, frame: IrqFrame) -> Code:
+    costs = cpu.kernel.costs
+    yield costs.hardirq_entry_exit + costs.sched_tick
+    scheduler_tick(cpu)
+    yield from irq_exit_softirq(cpu, frame)
+
+
+def scheduler_tick(cpu: Cpu) -> None:
+    """task_tick_fair() -> check_preempt_tick() for the running CFS task (an RT task, or a
+    CFS task PI-boosted into the RT class, is left alone: FIFO has no time slice)."""
+    curr = cpu.curr
+    rq = cpu.rq
+    if curr is None or curr.prio != 0 or not rq.cfs:
+        return
+    cpu.account()  # update_curr()
+    tun = cpu.kernel.tunables
+    ideal = cfs_slice(tun, curr, rq)
+    ran = curr.exec_ns - curr.slice_exec_start
+    if ran > ideal:
+        cpu.resched()
+        return
+    if ran < tun.min_granularity_ns:
+        return
+    leftmost = min(t.vruntime for t in rq.cfs)
+    if curr.vruntime - leftmost > ideal:
+        cpu.resched()

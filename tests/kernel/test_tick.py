@@ -1,0 +1,96 @@
+"""The scheduling-clock tick: CFS slices end on ticks, NO_HZ_IDLE and NO_HZ_FULL stop it, it is
+an interrupt (a VM exit for a vCPU in guest mode), and FIFO tasks ignore it."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import MS, US, busy, kernel, sleep
+
+from rtvm.engine import Simulator
+from rtvm.kernel import SCHED_FIFO, SCHED_OTHER, Kernel
+from rtvm.virt import GUEST_BLOCK, Vm
+
+
+def test_a_cfs_slice_ends_on_the_first_tick_after_it_expires():
+    k = kernel(switch_ns=0)
+    log: list[tuple[int, str]] = []
+    for name in ("a", "b"):
+        k.create_task(name, busy(100 * MS, chunk_ns=10 * US, log=log, sim=k.sim), SCHED_OTHER)
+    k.sim.run(until=20 * MS)
+    c = k.costs
+    # a's ideal slice is 3 ms (one CPU: 6 ms latency / 2 tasks); the tick at 3 ms finds it two
+    # ticks' handlers short of it, so the tick at 4 ms preempts it, and b runs once that
+    # tick's handler returns
+    tick = c.hardirq_entry_exit + c.sched_tick
+    first_b = min(t for t, n in log if n == "b")
+    assert first_b == 4 * MS + tick + 10 * US
+    assert max(t for t, n in log if n == "a" and t < first_b) <= 4 * MS
+    assert k.cpus[0].nr_ticks == 19
+
+
+def test_an_idle_cpu_takes_no_tick_and_a_busy_one_takes_one_per_jiffy():
+    k = kernel(switch_ns=0)
+
+    def napper(t):
+        yield 100 * US
+        yield from sleep(k, t, 10 * MS)  # NO_HZ_IDLE: idle for 10 ms, no tick
+        yield 3 * MS
+
+    k.create_task("napper", napper, SCHED_OTHER)
+    k.sim.run()
+    cpu = k.cpus[0]
+    # busy 0-0.1 ms (no jiffy boundary), idle to 10.1 ms, busy to ~13.1 ms: ticks at 11, 12, 13
+    assert cpu.nr_ticks == 3
+    assert cpu.by_name["tick/0"] == 3 * (k.costs.hardirq_entry_exit + k.costs.sched_tick)
+    assert not cpu.tick_running  # and the run ended: the tick stopped when the CPU idled
+
+
+def test_a_nohz_full_cpu_skips_the_tick_while_one_task_runs_alone():
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    k.create_task("alone", busy(5 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=5 * MS + 500 * US)
+    assert k.cpus[1].nr_ticks == 0
+    # a second runnable task needs the tick again (sched_can_stop_tick(): nr_running > 1)
+    k.create_task("x", busy(5 * MS), SCHED_OTHER, allowed={1})
+    k.create_task("y", busy(5 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=8 * MS + 500 * US)
+    assert k.cpus[1].nr_ticks == 3
+
+
+def test_the_boot_cpu_cannot_be_nohz_full():
+    with pytest.raises(ValueError, match="nohz_full"):
+        kernel(ncpus=2, nohz_full={0})
+
+
+def test_a_fifo_task_is_not_preempted_by_the_tick():
+    k = kernel(switch_ns=0)
+    log: list[tuple[int, str]] = []
+    k.create_task("rt", busy(20 * MS, chunk_ns=1 * MS, log=log, sim=k.sim), SCHED_FIFO, 10)
+    k.create_task("cfs", busy(1 * MS, log=log, sim=k.sim), SCHED_OTHER)
+    k.sim.run()
+    rt_end = max(t for t, n in log if n == "rt")
+    assert min(t for t, n in log if n == "cfs") > rt_end
+    # but it pays the ticks' handlers while it runs
+    assert k.cpus[0].nr_ticks >= 20
+
+
+def test_a_tick_takes_a_vcpu_in_guest_mode_out_with_an_external_interrupt_exit():
+    k = Kernel(Simulator(1), 1, "4.1-rt")
+    vm = Vm(k, "vm")
+    v = vm.add_vcpu(SCHED_FIFO, 47, {0})
+    done: list[int] = []
+
+    def worker(gt):
+        yield 3 * MS + 500 * US
+        done.append(k.sim.now)
+        while True:
+            yield GUEST_BLOCK
+
+    vm.guest.spawn("w", v, worker)
+    k.sim.run(until=10 * MS)
+    c = k.costs
+    ticks = k.cpus[0].nr_ticks
+    assert ticks == 3  # at 1, 2 and 3 ms; then the vCPU halts and the CPU idles
+    assert vm.exits_by_reason.get("external_interrupt") == ticks
+    per_tick = c.vm_exit_entry + c.hardirq_entry_exit + c.sched_tick
+    assert done[0] > 3 * MS + 500 * US + ticks * per_tick - 1
