@@ -6,7 +6,13 @@ from helpers import MS, US, FakeNapi, busy, kernel
 
 from rtvm.kernel import SCHED_FIFO, SCHED_OTHER, napi_schedule
 from rtvm.kernel.irq import IrqLine
-from rtvm.kernel.softirq import NET_RX
+from rtvm.kernel.softirq import (
+    NET_RX,
+    local_bh_disable,
+    local_bh_enable,
+    open_softirq,
+    raise_softirq,
+)
 
 
 def _marking_handler(k, seen, napi=None):
@@ -219,3 +225,33 @@ def test_raise_from_task_outside_bh_wakes_ksoftirqd():
     k.sim.run(until=1 * MS)
     assert napi.polled_by and napi.polled_by[0][1] == "ksoftirqd/0"
     assert k.cpus[0].softirq.pending & NET_RX == 0
+
+
+def test_on_41_rt_an_interrupt_exit_leaves_a_thread_raised_softirq_to_the_thread():
+    """4.1-rt invoke_softirq() wakes ksoftirqd only for what hard interrupts raised: a tick
+    that lands while an IRQ thread is inside its BH section, with NET_RX raised by it, leaves
+    NET_RX to the thread's local_bh_enable."""
+    k = kernel(switch_ns=0)
+    ran_by: list[str] = []
+
+    def handler(cpu, ctx):
+        ran_by.append(ctx.name)
+        yield 1 * US
+
+    open_softirq(k, NET_RX, handler)
+
+    def irq_thread(t):
+        cpu = k.cpus[0]
+        yield 100 * US
+        yield from local_bh_disable(cpu, t)
+        raise_softirq(cpu, NET_RX, t)  # napi_schedule from the threaded handler
+        yield 1500 * US  # still in the section at the 1 ms tick
+        yield from local_bh_enable(cpu, t)
+
+    k.create_task("irq/31-eth1", irq_thread, SCHED_FIFO, 50)
+    ksoftirqd = k.cpus[0].softirq.ksoftirqd
+    woken = ksoftirqd.nr_wakeups
+    k.sim.run(until=3 * MS)
+    assert k.cpus[0].nr_ticks >= 1
+    assert ksoftirqd.nr_wakeups == woken
+    assert ran_by == ["irq/31-eth1"]

@@ -220,3 +220,34 @@ def test_a_reschedule_ipi_costs_a_busy_cpu_an_interrupt_and_an_idle_one_nothing(
     # an idle CPU waits in MWAIT on its flags: woken by the write, no interrupt to handle
     assert idle_start == 100 * US + c.ipi_cross_cpu + c.context_switch
     assert ki.cpus[1].nr_resched_ipis == 0 and ki.cpus[1].nr_irqs == 0
+
+
+def test_a_reschedule_ipi_that_asked_for_nothing_does_not_end_a_cfs_slice():
+    """A vCPU kick is a bare reschedule IPI: scheduler_ipi() acts on the need_resched its
+    sender set, and kvm_vcpu_kick sets none, so the running CFS task keeps its CPU."""
+    k = kernel(ncpus=2, switch_ns=0)
+    a = k.create_task("a", busy(20 * MS), SCHED_OTHER, allowed={1})
+    b = k.create_task("b", busy(20 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=500 * US)
+    running = k.cpus[1].curr
+    assert running in (a, b)
+    k.smp_send_reschedule(k.cpus[1])
+    k.sim.run(until=600 * US)
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert k.cpus[1].curr is running
+
+
+def test_a_running_task_deboosted_back_to_cfs_is_rescheduled_at_once():
+    """switched_to_fair(): a running task that leaves the RT class is rescheduled, and CFS
+    picks the queued task with the smaller vruntime."""
+    k = kernel(switch_ns=0)
+    a = k.create_task("a", busy(20 * MS), SCHED_OTHER)
+    k.sim.run(until=1 * MS + 500 * US)
+    b = k.create_task("b", busy(20 * MS), SCHED_OTHER)  # queued: a is not far enough ahead
+    k.sim.run(until=1 * MS + 600 * US)
+    assert k.cpus[0].curr is a
+    k.set_effective_prio(a, 10)  # PI-boosted
+    k.sim.run(until=1 * MS + 700 * US)
+    k.set_effective_prio(a, 0)  # and back: b, which ran less, runs now
+    k.sim.run(until=1 * MS + 710 * US)
+    assert k.cpus[0].curr is b

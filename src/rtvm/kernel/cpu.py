@@ -29,7 +29,7 @@ from rtvm.kernel.task import (
     IrqFrame,
     Task,
 )
-from rtvm.kernel.tick import tick_nohz_restart
+from rtvm.kernel.tick import tick_nohz_irq_exit, tick_nohz_restart
 
 if TYPE_CHECKING:
     from rtvm.kernel.host import Kernel
@@ -50,6 +50,10 @@ class Cpu:
         self.need_resched = False
         self.stepping: Context | None = None  # the context whose code runs right now
         self.tick_running = False  # the scheduling-clock tick is armed (tick.py)
+        self.tick_stopped = False  # NO_HZ_FULL: stopped on an irq exit with one task (tick.py)
+        self.nohz_full = cpu_id in kernel.nohz_full
+        #: a remote waker set need_resched (resched_curr) and sent the IPI that acts on it
+        self.resched_requested = False
         self.rt_time = 0  # RT throttling: RT runtime used in the current period
         self.rt_throttled = False
         # CFS balancing (host.Kernel.balance): rq->idle_stamp, rq->avg_idle (2 x migration_cost
@@ -249,6 +253,8 @@ class Cpu:
         if isinstance(ctx, IrqFrame):
             self.account()
             self.irq_stack.pop()
+            if self.nohz_full and not self.irq_stack:
+                tick_nohz_irq_exit(self)
             if self.pending_irqs and not (self.irq_stack and self.irq_stack[-1].irqs_off):
                 self._take_pending_irq()
                 return
@@ -343,7 +349,8 @@ class Cpu:
             if k.tracer is not None:
                 k.tracer.sched_switch(self.id, prev, nxt, self.sim.now)
         self.last_ran = nxt
-        nxt.slice_exec_start = nxt.exec_ns  # set_next_entity(): prev_sum_exec_runtime
+        if nxt is not prev:  # set_next_entity(), for a new pick only (FAIR_GROUP_SCHED)
+            nxt.slice_exec_start = nxt.exec_ns  # prev_sum_exec_runtime
         if not self.tick_running:
             tick_nohz_restart(self)
         if self.pending_irqs:  # an interrupt raised while code ran here comes first

@@ -142,11 +142,12 @@ class Kernel:
     def set_scheduler(self, t: Task, policy: str, rt_priority: int = 0) -> None:
         """sched_setscheduler(): change policy and static priority (keeps PI boosts)."""
         boost = t.prio - t.normal_prio
+        old = t.prio
         was_queued = self._dequeue_if_queued(t)
         t.policy = policy
         t.normal_prio = rt_priority if policy == SCHED_FIFO else 0
         t.prio = max(t.normal_prio, t.normal_prio + boost if boost > 0 else t.normal_prio)
-        self._requeue_after_prio_change(t, was_queued)
+        self._requeue_after_prio_change(t, was_queued, old)
 
     # -- wakeups ---------------------------------------------------------------------------
     def wake_up(self, t: Task, waker: Cpu | None = None) -> bool:
@@ -203,7 +204,8 @@ class Kernel:
             return
         if waker is None or waker is cpu:
             cpu.resched()
-        else:
+        else:  # resched_curr() on a remote CPU: set its need_resched, then the IPI
+            cpu.resched_requested = True
             self.smp_send_reschedule(cpu)
 
     def smp_send_reschedule(self, cpu: Cpu) -> None:
@@ -339,7 +341,7 @@ class Kernel:
             self.boosted_tasks.add(t.name)
         if self.tracer is not None:
             self.tracer.prio_change(t, old, prio, self.sim.now)
-        self._requeue_after_prio_change(t, was_queued)
+        self._requeue_after_prio_change(t, was_queued, old)
 
     def _dequeue_if_queued(self, t: Task) -> bool:
         if t.state == RUNNING and t.cpu is not None and t is not t.cpu.curr and t in t.cpu.rq:
@@ -347,13 +349,19 @@ class Kernel:
             return True
         return False
 
-    def _requeue_after_prio_change(self, t: Task, was_queued: bool) -> None:
+    def _requeue_after_prio_change(self, t: Task, was_queued: bool, old: int) -> None:
         cpu = t.cpu
         if was_queued:
             cpu.rq.enqueue(t)
             self._check_preempt(cpu, t, cpu)
-        elif t is cpu.curr and cpu.rq.best_prio() > t.prio:
-            cpu.resched()  # lowered below a queued task
+        elif t is cpu.curr:
+            if old > 0 and t.prio == 0:
+                # switched_to_fair(): back in CFS, its slice starts again (set_curr_task_fair)
+                # and the running task is rescheduled at once, to let CFS pick
+                t.slice_exec_start = t.exec_ns
+                cpu.resched()
+            elif cpu.rq.best_prio() > t.prio:
+                cpu.resched()  # lowered below a queued task
 
     # -- RT throttling ---------------------------------------------------------------------
     def _arm_rt_period(self) -> None:
@@ -425,11 +433,17 @@ def _reschedule_handler(cpu: Cpu, frame: IrqFrame) -> Code:
 
 
 def _resched_if_needed(cpu: Cpu) -> None:
-    """scheduler_ipi(): preempt if what runs there is still lower than its best."""
+    """scheduler_ipi(): the IPI itself decides nothing; it makes the CPU act on the
+    need_resched its sender set (resched_curr). So it preempts if a queued task outranks what
+    runs there, or a waker asked for a CFS-on-CFS preemption (check_preempt_wakeup); an IPI
+    that asked for nothing (a vCPU kick: kvm_vcpu_kick sets no need_resched) only costs the
+    interrupt."""
+    requested = cpu.resched_requested
+    cpu.resched_requested = False
     curr = cpu.curr
     best = cpu.rq.best_prio()
     if curr is None or best > curr.prio:
         if best >= 0:
             cpu.resched()
-    elif best == 0 and curr.prio == 0:
+    elif requested and best == 0 and curr.prio == 0:
         cpu.resched()

@@ -9,7 +9,8 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
 - CFS: vruntime advances by delta * 1024 / weight; the smallest vruntime runs; a woken task
   preempts the current CFS task if it is ahead by more than the wakeup granularity; a running
   task is preempted on the first tick after its slice (sched_latency / nr_running, at least
-  min_granularity) is used up (tick.py); a woken sleeper is placed at min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS).
+  min_granularity) is used up (tick.py); a woken sleeper is placed at
+  min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS).
 - CFS balancing (4.1's idle_balance, load_balance): a CPU about to idle pulls a queued CFS task
   only if it has been idle long enough on average (avg_idle >= sysctl_sched_migration_cost,
   0.5 ms) and the task is not cache-hot (it ran less than migration_cost ago). A CPU that stays

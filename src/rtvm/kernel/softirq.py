@@ -113,7 +113,13 @@ def irq_exit_softirq(cpu: Cpu, frame: IrqFrame) -> Code:
         return
     k = s.kernel
     if k.gen.preempt_rt:
-        if not _bh_held_by_anyone(cpu):
+        if k.gen.softirq_lock == "vector":
+            # 4.1-rt invoke_softirq(): ksoftirqd runs what hard interrupts raised; a vector a
+            # thread raised is that thread's to run at its local_bh_enable
+            ks = s.ksoftirqd
+            if ks is not None and ks.softirqs_raised:
+                k.wake_up(ks, waker=cpu)
+        elif not _bh_held_by_anyone(cpu):
             wakeup_softirqd(cpu)
         return
     if s.serving or (cpu.curr is not None and cpu.curr.bh_count > 0):

@@ -6,8 +6,14 @@ kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
   Every CPU's tick falls on the same jiffy boundaries (sched_skew_tick is off by default).
 - NO_HZ_IDLE: a CPU that goes idle stops its tick (tick_nohz_idle_enter) and restarts it on
   the next jiffy boundary once it runs a task again. An interrupt on an idle CPU does not
-  restart it. NO_HZ_FULL: a ``nohz_full`` CPU also skips the tick while it runs a single task
-  (sched_can_stop_tick(): nr_running <= 1).
+  restart it.
+- NO_HZ_FULL (``nohz_full`` CPUs; never CPU 0, which keeps time): an interrupt exit that finds
+  one task alone on a nohz_full CPU stops the tick (tick_nohz_irq_exit ->
+  sched_can_stop_tick(): nr_running <= 1), the tick's own exit included, so a lone task takes
+  at most one tick after it starts; a second runnable task restarts it
+  (tick_nohz_full_kick_cpu). While any CPU is nohz_full, the timekeeping CPU 0 keeps its tick
+  even when idle (can_stop_idle_tick(): tick_do_timer_cpu), so such a kernel never runs out of
+  events: run it with an end time.
 - It is an interrupt like any other: a vCPU thread in guest mode exits for it
   (external-interrupt exiting, Cpu._enter_irq), and a vanilla kernel runs pending softirqs on
   its irq_exit.
@@ -18,7 +24,9 @@ kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
   that slice. So a CFS slice ends on a tick, not at the exact nanosecond it expires.
 
 Left out: the timer wheel (TIMER_SOFTIRQ; the model has no kernel timers to expire), RCU
-callbacks, the busy CPU's periodic load balance (sched.py), the guest kernel's own tick.
+callbacks, the busy CPU's periodic load balance (sched.py), the guest kernel's own tick, and on
+NO_HZ_FULL the cost of the kick (an irq_work IPI) that restarts a stopped tick and the 1 Hz
+residual tick (scheduler_tick_max_deferment).
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ if TYPE_CHECKING:
 
 
 def tick_nohz_restart(cpu: Cpu) -> None:
-    """A CPU starts running tasks: its tick (stopped while idle) fires on the next jiffy."""
+    """A CPU leaves idle to run a task (tick_nohz_idle_exit): its tick, stopped while it was
+    idle, fires again from the next jiffy."""
+    cpu.tick_stopped = False
     if cpu.tick_running:
         return
     cpu.tick_running = True
@@ -43,20 +53,28 @@ def tick_nohz_restart(cpu: Cpu) -> None:
     cpu.sim.at((cpu.sim.now // jiffy + 1) * jiffy, _tick_sched_timer, cpu)
 
 
+def tick_nohz_irq_exit(cpu: Cpu) -> None:
+    """The last interrupt frame leaves a nohz_full CPU: with one task alone there, the tick
+    stops (tick_nohz_full_stop_tick)."""
+    if cpu.curr is not None and len(cpu.rq) == 0:
+        cpu.tick_stopped = True
+
+
 def _tick_sched_timer(cpu: Cpu) -> int | None:
     """The per-CPU tick hrtimer expires: raise the local timer interrupt unless the tick is
     stopped; stay armed (HRTIMER_RESTART, one jiffy on) while the CPU is busy."""
-    if cpu.curr is None:  # idle: tick_nohz_idle_enter() stopped the tick
-        cpu.tick_running = False
+    if cpu.curr is None:
+        if cpu.id == 0 and cpu.kernel.nohz_full:
+            cpu.raise_irq(functools.partial(_local_timer_interrupt, cpu))  # it keeps time
+            return cpu.kernel.jiffy_ns
+        cpu.tick_running = False  # tick_nohz_idle_enter() stopped the tick
         return None
-    if not _tick_stopped_full(cpu):
-        cpu.raise_irq(functools.partial(_local_timer_interrupt, cpu))
+    if cpu.tick_stopped:
+        if len(cpu.rq) == 0:
+            return cpu.kernel.jiffy_ns  # NO_HZ_FULL: one task alone, no tick
+        cpu.tick_stopped = False  # a second task arrived: tick_nohz_full_kick_cpu restarted it
+    cpu.raise_irq(functools.partial(_local_timer_interrupt, cpu))
     return cpu.kernel.jiffy_ns
-
-
-def _tick_stopped_full(cpu: Cpu) -> bool:
-    """NO_HZ_FULL: a nohz_full CPU running one task alone needs no tick."""
-    return cpu.id in cpu.kernel.nohz_full and len(cpu.rq) == 0
 
 
 def _local_timer_interrupt(cpu: Cpu) -> IrqFrame:
