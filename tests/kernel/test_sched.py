@@ -5,6 +5,7 @@ from __future__ import annotations
 from helpers import MS, US, busy, kernel, sleep
 
 from rtvm.kernel import BLOCK, SCHED_FIFO, SCHED_OTHER
+from rtvm.kernel.task import COND_RESCHED
 
 
 def test_fifo_task_preempts_cfs_task_at_once():
@@ -251,3 +252,55 @@ def test_a_running_task_deboosted_back_to_cfs_is_rescheduled_at_once():
     k.set_effective_prio(a, 0)  # and back: b, which ran less, runs now
     k.sim.run(until=1 * MS + 710 * US)
     assert k.cpus[0].curr is b
+
+
+def _kernel_loop(t):
+    """Kernel code with a cond_resched() every 50 us."""
+    while True:
+        yield 50 * US
+        yield COND_RESCHED
+
+
+def test_a_remote_preemption_request_goes_with_the_task_it_was_for():
+    """resched_curr() marks the task running at that moment; if it blocks before the IPI
+    lands, __schedule() clears the mark, and the IPI finds nothing to do for the next task."""
+    k = kernel(ncpus=2, generation="vanilla", switch_ns=0)
+
+    def a_code(t):
+        yield 100 * US
+        yield BLOCK
+
+    a = k.create_task("A", a_code, SCHED_OTHER, allowed={1})
+    b = k.create_task("B", _kernel_loop, SCHED_OTHER, allowed={1})
+    c = k.create_task("C", _kernel_loop, SCHED_OTHER, allowed={1}, start=False)
+
+    def wake(_):  # C wakes from CPU 0 just before A blocks, 20 us of vruntime ahead of B
+        a.vruntime += 10 * MS
+        c.vruntime = b.vruntime - 20 * US
+        k.wake_up(c, waker=k.cpus[0])
+
+    k.sim.at(99_500, wake)
+    seen = []
+    for at in range(150 * US, 400 * US, 50 * US):
+        k.sim.at(at + 500, lambda _: seen.append(k.cpus[1].curr.name))
+    k.sim.run(until=400 * US)
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert seen == ["C"] * 5
+
+
+def test_two_remote_wakeups_in_one_ipi_flight_send_one_ipi():
+    """resched_curr() sends no IPI when the target's need_resched is already set."""
+    k = kernel(ncpus=2, switch_ns=0)
+    a = k.create_task("A", busy(5 * MS), SCHED_OTHER, allowed={1})
+    c = k.create_task("C", busy(5 * MS), SCHED_OTHER, allowed={1}, start=False)
+    d = k.create_task("D", busy(5 * MS), SCHED_OTHER, allowed={1}, start=False)
+
+    def wake(_):
+        a.vruntime += 10 * MS
+        k.wake_up(c, waker=k.cpus[0])
+        k.wake_up(d, waker=k.cpus[0])
+
+    k.sim.at(120 * US, wake)
+    k.sim.run(until=200 * US)
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert k.cpus[1].curr in (c, d)

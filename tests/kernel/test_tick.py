@@ -7,7 +7,7 @@ import pytest
 from helpers import MS, US, busy, kernel, sleep
 
 from rtvm.engine import Simulator
-from rtvm.kernel import SCHED_FIFO, SCHED_OTHER, Kernel
+from rtvm.kernel import BLOCK, SCHED_FIFO, SCHED_OTHER, Kernel
 from rtvm.virt import GUEST_BLOCK, Vm
 
 
@@ -59,6 +59,24 @@ def test_a_nohz_full_cpu_stops_the_tick_while_one_task_runs_alone():
     assert k.cpus[1].nr_ticks == 1 + 3  # at 6, 7 and 8 ms
     # CPU 0 keeps time for the nohz_full CPU: it ticks though it stayed idle
     assert k.cpus[0].curr is None and k.cpus[0].nr_ticks == 8
+
+
+def test_a_nohz_full_cpu_leaving_a_short_idle_restarts_its_tick():
+    """tick_nohz_idle_exit() restarts a stopped tick however short the idle period: a task
+    that wakes on the nohz_full CPU takes the next tick (whose exit stops it again)."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+
+    def a_code(t):  # 2.3 ms alone (its tick stopped after the first), then it blocks
+        yield 2300 * US
+        yield BLOCK
+
+    k.create_task("A", a_code, SCHED_OTHER, allowed={1})
+    b = k.create_task("B", busy(5 * MS), SCHED_OTHER, allowed={1}, start=False)
+    k.sim.at(2500 * US, lambda _: k.wake_up(b))  # idle 2.3-2.5 ms: no jiffy boundary
+    k.sim.run(until=2500 * US)
+    before = k.cpus[1].nr_ticks
+    k.sim.run(until=6500 * US)
+    assert k.cpus[1].nr_ticks - before == 1
 
 
 def test_the_boot_cpu_cannot_be_nohz_full():

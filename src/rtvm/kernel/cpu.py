@@ -320,7 +320,10 @@ class Cpu:
         """__schedule(): put ``curr`` back if still runnable, pick the next task, switch."""
         self.account()
         k = self.kernel
+        # clear_tsk_need_resched(prev): a remote waker's request went with the task it asked
+        # to preempt, so an IPI that lands after this switch finds nothing to act on
         self.need_resched = False
+        self.resched_requested = False
         prev = self.curr
         if prev is not None:
             self._pause(prev)
@@ -351,8 +354,8 @@ class Cpu:
         self.last_ran = nxt
         if nxt is not prev:  # set_next_entity(), for a new pick only (FAIR_GROUP_SCHED)
             nxt.slice_exec_start = nxt.exec_ns  # prev_sum_exec_runtime
-        if not self.tick_running:
-            tick_nohz_restart(self)
+        if prev is None or not self.tick_running:
+            tick_nohz_restart(self)  # tick_nohz_idle_exit(): leaving idle restarts the tick
         if self.pending_irqs:  # an interrupt raised while code ran here comes first
             self._take_pending_irq()
             return

@@ -204,7 +204,9 @@ class Kernel:
             return
         if waker is None or waker is cpu:
             cpu.resched()
-        else:  # resched_curr() on a remote CPU: set its need_resched, then the IPI
+        elif not (cpu.resched_requested or cpu.need_resched):
+            # resched_curr() on a remote CPU: set its need_resched, then the IPI; none if the
+            # flag is already set (an IPI is on its way, or the CPU reschedules anyway)
             cpu.resched_requested = True
             self.smp_send_reschedule(cpu)
 

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 def tick_nohz_restart(cpu: Cpu) -> None:
     """A CPU leaves idle to run a task (tick_nohz_idle_exit): its tick, stopped while it was
-    idle, fires again from the next jiffy."""
+    idle (or, on a nohz_full CPU, before it), fires again from the next jiffy, however short
+    the idle period was."""
     cpu.tick_stopped = False
     if cpu.tick_running:
         return
