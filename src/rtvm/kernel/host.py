@@ -13,9 +13,9 @@ from typing import Any
 
 from rtvm.engine import Simulator
 from rtvm.kernel.cpu import Cpu
+from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
-from rtvm.kernel.softirq import irq_exit_softirq
 from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
 
 
@@ -422,16 +422,10 @@ def _ipi_resched(cpu: Cpu) -> None:
 
 
 def _reschedule_interrupt(cpu: Cpu) -> IrqFrame:
+    """smp_reschedule_interrupt -> scheduler_ipi."""
     cpu.nr_resched_ipis += 1
-    frame = IrqFrame(f"IPI/reschedule/{cpu.id}", None)  # type: ignore[arg-type]
-    frame.code = _reschedule_handler(cpu, frame)
-    return frame
-
-
-def _reschedule_handler(cpu: Cpu, frame: IrqFrame) -> Code:
-    yield cpu.kernel.costs.hardirq_entry_exit
-    _resched_if_needed(cpu)
-    yield from irq_exit_softirq(cpu, frame)
+    name = f"IPI/reschedule/{cpu.id}"
+    return system_vector_frame(cpu, name, cpu.kernel.costs.hardirq_entry_exit, _resched_if_needed)
 
 
 def _resched_if_needed(cpu: Cpu) -> None:

@@ -105,4 +105,21 @@ class IrqLine:
             yield from local_bh_enable(cpu, t, vec)
 
 
-__all__ = ["IRQ_THREAD_PRIO", "SCHED_FIFO", "SCHED_OTHER", "IrqLine"]
+def system_vector_frame(
+    cpu: Cpu, name: str, cost_ns: int, handler: Callable[[Cpu], None]
+) -> IrqFrame:
+    """An APIC system vector (a reschedule IPI, the local timer): per CPU and never threaded,
+    not even on PREEMPT_RT. Its frame pays ``cost_ns`` (entry, the handler's work, exit), then
+    runs ``handler`` and irq_exit (pending softirqs on a vanilla kernel)."""
+    frame = IrqFrame(name, None)  # type: ignore[arg-type]
+    frame.code = _system_vector(cpu, frame, cost_ns, handler)
+    return frame
+
+
+def _system_vector(cpu: Cpu, frame: IrqFrame, cost_ns: int, handler: Callable[[Cpu], None]) -> Code:
+    yield cost_ns
+    handler(cpu)
+    yield from irq_exit_softirq(cpu, frame)
+
+
+__all__ = ["IRQ_THREAD_PRIO", "SCHED_FIFO", "SCHED_OTHER", "IrqLine", "system_vector_frame"]

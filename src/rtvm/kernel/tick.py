@@ -34,9 +34,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.sched import cfs_slice
-from rtvm.kernel.softirq import irq_exit_softirq
-from rtvm.kernel.task import Code, IrqFrame
+from rtvm.kernel.task import IrqFrame
 
 if TYPE_CHECKING:
     from rtvm.kernel.cpu import Cpu
@@ -79,17 +79,11 @@ def _tick_sched_timer(cpu: Cpu) -> int | None:
 
 
 def _local_timer_interrupt(cpu: Cpu) -> IrqFrame:
+    """local_apic_timer_interrupt -> tick_sched_timer -> update_process_times."""
     cpu.nr_ticks += 1
-    frame = IrqFrame(f"tick/{cpu.id}", None)  # type: ignore[arg-type]
-    frame.code = _tick_handler(cpu, frame)
-    return frame
-
-
-def _tick_handler(cpu: Cpu, frame: IrqFrame) -> Code:
     costs = cpu.kernel.costs
-    yield costs.hardirq_entry_exit + costs.sched_tick
-    scheduler_tick(cpu)
-    yield from irq_exit_softirq(cpu, frame)
+    cost = costs.hardirq_entry_exit + costs.sched_tick
+    return system_vector_frame(cpu, f"tick/{cpu.id}", cost, scheduler_tick)
 
 
 def scheduler_tick(cpu: Cpu) -> None:
