@@ -173,7 +173,9 @@ def test_a_cpu_with_short_idle_periods_does_not_pull_when_it_idles():
     k.create_task("a", busy(100 * MS), SCHED_OTHER, allowed={0})
     k.sim.run(until=2 * MS + 10 * US)
     assert k.cpus[1].avg_idle < 150 * US  # 50 us + 950 us x (7/8)^20
-    b = k.create_task("b", busy(100 * MS), SCHED_OTHER, allowed={0, 1})
+    b = k.create_task("b", busy(100 * MS), SCHED_OTHER, allowed={0, 1}, start=False)
+    b.vruntime = k.cpus[0].curr.vruntime + 1 * MS  # a forked child starts behind (START_DEBIT)
+    k.wake_up(b)
     assert b.cpu is k.cpus[0]  # CPU 1 runs the ticker, CPU 0 runs a: b queues on CPU 0
     k.sim.run(until=2 * MS + 900 * US)
     # CPU 1 idled nine times meanwhile; b is not cache-hot (it never ran), yet none pulled it
@@ -243,7 +245,7 @@ def test_a_running_task_deboosted_back_to_cfs_is_rescheduled_at_once():
     picks the queued task with the smaller vruntime."""
     k = kernel(switch_ns=0)
     a = k.create_task("a", busy(20 * MS), SCHED_OTHER)
-    k.sim.run(until=1 * MS + 500 * US)
+    k.sim.run(until=900 * US)
     b = k.create_task("b", busy(20 * MS), SCHED_OTHER)  # queued: a is not far enough ahead
     k.sim.run(until=1 * MS + 600 * US)
     assert k.cpus[0].curr is a
@@ -304,3 +306,22 @@ def test_two_remote_wakeups_in_one_ipi_flight_send_one_ipi():
     k.sim.run(until=200 * US)
     assert k.cpus[1].nr_resched_ipis == 1
     assert k.cpus[1].curr in (c, d)
+
+
+def test_a_remote_wakeup_charges_the_running_task_before_it_compares_vruntimes():
+    """check_preempt_wakeup() calls update_curr() first. A task running alone on a nohz_full
+    CPU has no tick to charge it, so without that its vruntime would be stale by milliseconds
+    and a woken task far behind it would wait for the tick's slice check instead."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    a = k.create_task("A", busy(20 * MS, chunk_ns=20 * MS), SCHED_OTHER, allowed={1})
+    b = k.create_task("B", busy(1 * MS), SCHED_OTHER, allowed={1}, start=False)
+    k.sim.at(4_900 * US, lambda _: k.wake_up(b, waker=k.cpus[0]))
+    first_run = []
+    for at in range(4_900 * US, 8_000 * US, 10 * US):
+        k.sim.at(at, lambda _: first_run or k.cpus[1].curr is not b or first_run.append(k.sim.now))
+    k.sim.run(until=8 * MS)
+    # A ran ~4.9 ms of vruntime, B none: more than the 2 ms wakeup granularity, so the
+    # wakeup preempts A through a reschedule IPI, not a tick's slice check (7 ms)
+    assert k.cpus[1].nr_resched_ipis == 1
+    assert first_run and first_run[0] <= 4_910 * US
+    assert a.nr_switches >= 1

@@ -79,6 +79,36 @@ def test_a_nohz_full_cpu_leaving_a_short_idle_restarts_its_tick():
     assert k.cpus[1].nr_ticks - before == 1
 
 
+def test_a_second_task_on_a_nohz_full_cpu_kicks_it_with_an_ipi_that_restarts_the_tick():
+    """add_nr_running(): nr_running going from 1 to 2 on a nohz_full CPU sends it the
+    nohz_full kick (an irq_work IPI); its handler restarts the stopped tick. Going from 0 to 1,
+    or 2 to 3, sends nothing; a kick already pending is not sent again."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    cpu = k.cpus[1]
+    a = k.create_task("A", busy(20 * MS), SCHED_OTHER, allowed={1})  # 0 -> 1: no kick
+    b = k.create_task("B", busy(5 * MS), SCHED_OTHER, allowed={1}, start=False)
+    c = k.create_task("C", busy(5 * MS), SCHED_OTHER, allowed={1}, start=False)
+    k.sim.run(until=2500 * US)
+    assert cpu.tick_stopped and cpu.nr_call_function_ipis == 0
+
+    def wake(_):  # from CPU 0, B then C in the IPI's flight; neither preempts A
+        for t in (b, c):
+            t.vruntime = a.vruntime
+            k.wake_up(t, waker=k.cpus[0])
+
+    k.sim.at(2600 * US, wake)
+    k.sim.run(until=2600 * US + k.costs.ipi_cross_cpu - 1)
+    assert cpu.nr_call_function_ipis == 0 and cpu.kick_pending
+    k.sim.run(until=2600 * US + k.costs.ipi_cross_cpu + k.costs.hardirq_entry_exit + 1)
+    assert cpu.nr_call_function_ipis == 1 and not cpu.kick_pending
+    assert not cpu.tick_stopped
+    ticks = cpu.nr_ticks
+    k.sim.run(until=4500 * US)
+    assert cpu.nr_ticks == ticks + 2  # at 3 and 4 ms
+    assert cpu.by_name["IPI/call-function/1"] == k.costs.hardirq_entry_exit
+    assert cpu.nr_call_function_ipis == 1
+
+
 def test_the_boot_cpu_cannot_be_nohz_full():
     with pytest.raises(ValueError, match="nohz_full"):
         kernel(ncpus=2, nohz_full={0})

@@ -70,6 +70,8 @@ class Cpu:
         self.nr_switches = 0
         self.nr_irqs = 0  # hard interrupts taken, reschedule IPIs included
         self.nr_resched_ipis = 0  # /proc/interrupts "RES": IPIs taken as interrupts
+        self.nr_call_function_ipis = 0  # /proc/interrupts "CAL": NO_HZ_FULL kicks (tick.py)
+        self.kick_pending = False  # NO_HZ_FULL: the nohz_full_kick_work irq_work is queued
         self.nr_ticks = 0  # /proc/interrupts "LOC": local timer (tick) interrupts taken
         # per-CPU kernel state attached by other modules (softirq, napi)
         self.softirq: Any = None

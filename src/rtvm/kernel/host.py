@@ -17,6 +17,7 @@ from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
 from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
+from rtvm.kernel.tick import add_nr_running
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,13 @@ class Kernel:
             t.nr_migrations += 1
         t.cpu = cpu
         if t.prio == 0:
+            # enqueue_entity() and check_preempt_wakeup() call update_curr() first: what runs
+            # there is charged up to now, so min_vruntime and curr's vruntime are current
+            cpu.account()
             place_entity(self.tunables, t, cpu.rq)
+        nr_before = (cpu.curr is not None) + len(cpu.rq)
         cpu.rq.enqueue(t)
+        add_nr_running(cpu, nr_before, waker)
         if cpu.idle_stamp is not None:
             self._update_avg_idle(cpu)
         if self.tracer is not None:
@@ -232,7 +238,9 @@ class Kernel:
         cpu.rq.dequeue(t)
         t.cpu = dest
         t.nr_migrations += 1
+        nr_before = (dest.curr is not None) + len(dest.rq)
         dest.rq.enqueue(t)
+        add_nr_running(dest, nr_before, cpu)
         self.smp_send_reschedule(dest)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:

@@ -10,10 +10,13 @@ kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
 - NO_HZ_FULL (``nohz_full`` CPUs; never CPU 0, which keeps time): an interrupt exit that finds
   one task alone on a nohz_full CPU stops the tick (tick_nohz_irq_exit ->
   sched_can_stop_tick(): nr_running <= 1), the tick's own exit included, so a lone task takes
-  at most one tick after it starts; a second runnable task restarts it
-  (tick_nohz_full_kick_cpu). While any CPU is nohz_full, the timekeeping CPU 0 keeps its tick
-  even when idle (can_stop_idle_tick(): tick_do_timer_cpu), so such a kernel never runs out of
-  events: run it with an end time.
+  at most one tick after it starts. Whenever a nohz_full CPU's nr_running goes from below 2 to
+  2 or more, add_nr_running() kicks it (tick_nohz_full_kick_cpu -> irq_work_queue_on: an IPI,
+  a self-IPI when the waker runs there), whether or not its tick is stopped; the kick's
+  handler (__tick_nohz_full_check) restarts a stopped tick if the CPU still has more than one
+  task. While any CPU is nohz_full, the timekeeping CPU 0 keeps its tick even when idle
+  (can_stop_idle_tick(): tick_do_timer_cpu), so such a kernel never runs out of events: run
+  it with an end time.
 - It is an interrupt like any other: a vCPU thread in guest mode exits for it
   (external-interrupt exiting, Cpu._enter_irq), and a vanilla kernel runs pending softirqs on
   its irq_exit.
@@ -25,8 +28,7 @@ kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
 
 Left out: the timer wheel (TIMER_SOFTIRQ; the model has no kernel timers to expire), RCU
 callbacks, the busy CPU's periodic load balance (sched.py), the guest kernel's own tick, and on
-NO_HZ_FULL the cost of the kick (an irq_work IPI) that restarts a stopped tick and the 1 Hz
-residual tick (scheduler_tick_max_deferment).
+NO_HZ_FULL the 1 Hz residual tick (scheduler_tick_max_deferment).
 """
 
 from __future__ import annotations
@@ -61,6 +63,46 @@ def tick_nohz_irq_exit(cpu: Cpu) -> None:
         cpu.tick_stopped = True
 
 
+def add_nr_running(cpu: Cpu, nr_before: int, waker: Cpu | None) -> None:
+    """add_nr_running(): a task was queued on ``cpu``, which had ``nr_running`` ``nr_before``
+    (curr included). Going from below 2 to 2 or more on a nohz_full CPU kicks it
+    (tick_nohz_full_kick_cpu). The kick is an irq_work: irq_work_claim() queues it only if it
+    is not already pending, and irq_work_queue_on() sends the CALL_FUNCTION_SINGLE IPI to the
+    CPU, itself included, so it costs the CPU an interrupt (and a vCPU in guest mode an exit)
+    ``ipi_cross_cpu`` later, or at once for a local waker (``waker`` None: the wakeup comes
+    from this CPU, as in Kernel._check_preempt)."""
+    if nr_before != 1 or cpu.kick_pending or cpu.id not in cpu.kernel.nohz_full:
+        return
+    cpu.kick_pending = True
+    if waker is None or waker is cpu:
+        _nohz_full_kick_ipi(cpu)
+    else:
+        cpu.sim.after(cpu.kernel.costs.ipi_cross_cpu, _nohz_full_kick_ipi, cpu)
+
+
+def _nohz_full_kick_ipi(cpu: Cpu) -> None:
+    cpu.raise_irq(functools.partial(_call_function_interrupt, cpu))
+
+
+def _call_function_interrupt(cpu: Cpu) -> IrqFrame:
+    """smp_call_function_single_interrupt -> irq_work_run -> nohz_full_kick_work_func. Its
+    cost is a system vector's entry and exit (hardirq_entry_exit, as for a reschedule IPI);
+    the check itself, and a restart's hrtimer reprogramming, are not costed apart. On
+    PREEMPT_RT the kick work is flagged IRQ_WORK_HARD_IRQ and runs here too."""
+    cpu.nr_call_function_ipis += 1
+    cost = cpu.kernel.costs.hardirq_entry_exit
+    return system_vector_frame(cpu, f"IPI/call-function/{cpu.id}", cost, _tick_nohz_full_check)
+
+
+def _tick_nohz_full_check(cpu: Cpu) -> None:
+    """__tick_nohz_full_check(): irq_work_run() cleared the work's pending flag first; a
+    stopped tick restarts (from the next jiffy: the sched_timer is forwarded past now) if
+    the CPU cannot stop it, i.e. runs a task with another one queued."""
+    cpu.kick_pending = False
+    if cpu.tick_stopped and cpu.curr is not None and len(cpu.rq) > 0:
+        cpu.tick_stopped = False
+
+
 def _tick_sched_timer(cpu: Cpu) -> int | None:
     """The per-CPU tick hrtimer expires: raise the local timer interrupt unless the tick is
     stopped; stay armed (HRTIMER_RESTART, one jiffy on) while the CPU is busy."""
@@ -71,9 +113,7 @@ def _tick_sched_timer(cpu: Cpu) -> int | None:
         cpu.tick_running = False  # tick_nohz_idle_enter() stopped the tick
         return None
     if cpu.tick_stopped:
-        if len(cpu.rq) == 0:
-            return cpu.kernel.jiffy_ns  # NO_HZ_FULL: one task alone, no tick
-        cpu.tick_stopped = False  # a second task arrived: tick_nohz_full_kick_cpu restarted it
+        return cpu.kernel.jiffy_ns  # NO_HZ_FULL: stopped until a kick or idle exit restarts it
     cpu.raise_irq(functools.partial(_local_timer_interrupt, cpu))
     return cpu.kernel.jiffy_ns
 
