@@ -109,6 +109,48 @@ def test_a_second_task_on_a_nohz_full_cpu_kicks_it_with_an_ipi_that_restarts_the
     assert cpu.nr_call_function_ipis == 1
 
 
+def test_an_rt_pull_onto_a_tickless_cpu_kicks_it_so_two_cfs_tasks_share_it_by_ticks():
+    """pull_rt_task() -> activate_task() -> add_nr_running() kicks a nohz_full CPU too (and a
+    switch with the tick stopped and a task queued kicks it, tick_nohz_task_switch). Without a
+    kick there, two CFS tasks could share the CPU with its tick stopped: no slice would end."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    cpu = k.cpus[1]
+    k.create_task("H", busy(100 * MS), SCHED_FIFO, 60, allowed={0})
+    a = k.create_task("A", busy(100 * MS), SCHED_FIFO, 50, allowed={1})
+
+    def r_code(t):
+        yield 1 * MS
+        yield BLOCK
+
+    r = k.create_task("R", r_code, SCHED_FIFO, 40, allowed={0, 1}, start=False)
+    c = k.create_task("C", busy(100 * MS), SCHED_OTHER, allowed={1}, start=False)
+    k.sim.at(2500 * US, lambda _: k.wake_up(r, waker=k.cpus[0]))  # queues behind H on CPU 0
+    k.sim.at(2600 * US, lambda _: k.set_scheduler(a, SCHED_OTHER))  # CPU 1 pulls R
+    k.sim.at(2700 * US, lambda _: k.wake_up(c, waker=k.cpus[0]))  # nr_running 2 -> 3: no kick
+    k.sim.run(until=2650 * US)
+    assert cpu.curr is r and a in cpu.rq.cfs
+    k.sim.run(until=30 * MS)
+    assert not cpu.tick_stopped
+    assert a.exec_ns > 5 * MS and c.exec_ns > 5 * MS  # A and C share CPU 1 by slices
+
+
+def test_an_rt_enqueue_counts_only_the_non_rt_tasks_as_already_there():
+    """enqueue_rt_entity() takes the RT tasks off nr_running and adds them back with the new
+    one, so add_nr_running() sees the CFS count: each RT wakeup onto a CPU with no CFS task
+    kicks it (once the previous kick was handled), however many RT tasks are there."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    cpu = k.cpus[1]
+    k.create_task("X", busy(100 * MS), SCHED_FIFO, 50, allowed={1})
+    ys = [
+        k.create_task(f"Y{i}", busy(100 * MS), SCHED_FIFO, 40 - i, allowed={1}, start=False)
+        for i in range(2)
+    ]
+    for i, y in enumerate(ys):
+        k.sim.at((2 + i) * MS + 500 * US, lambda _, y=y: k.wake_up(y, waker=k.cpus[0]))
+    k.sim.run(until=4 * MS)
+    assert cpu.nr_call_function_ipis == 2  # 0 CFS -> 2 and 0 CFS -> 3 tasks: both kick
+
+
 def test_the_boot_cpu_cannot_be_nohz_full():
     with pytest.raises(ValueError, match="nohz_full"):
         kernel(ncpus=2, nohz_full={0})

@@ -86,13 +86,18 @@ def _cpu_by_thread_pct(
 
 def _interrupts(tb: Testbed) -> dict[str, dict[str, int]]:
     """/proc/interrupts per CPU over the whole run: LOC (the tick), RES (reschedule IPIs
-    taken by a busy CPU), CAL (NO_HZ_FULL kicks) and device interrupts (the NICs)."""
+    taken by a busy CPU), CAL and IWI (NO_HZ_FULL kicks) and device interrupts (the NICs)."""
     return {
         f"cpu{c.id}": {
             "LOC": c.nr_ticks,
             "RES": c.nr_resched_ipis,
             "CAL": c.nr_call_function_ipis,
-            "device": c.nr_irqs - c.nr_ticks - c.nr_resched_ipis - c.nr_call_function_ipis,
+            "IWI": c.nr_irq_work_ipis,
+            "device": c.nr_irqs
+            - c.nr_ticks
+            - c.nr_resched_ipis
+            - c.nr_call_function_ipis
+            - c.nr_irq_work_ipis,
         }
         for c in tb.kernel.cpus
     }

@@ -29,7 +29,7 @@ from rtvm.kernel.task import (
     IrqFrame,
     Task,
 )
-from rtvm.kernel.tick import tick_nohz_irq_exit, tick_nohz_restart
+from rtvm.kernel.tick import tick_nohz_irq_exit, tick_nohz_restart, tick_nohz_task_switch
 
 if TYPE_CHECKING:
     from rtvm.kernel.host import Kernel
@@ -71,6 +71,7 @@ class Cpu:
         self.nr_irqs = 0  # hard interrupts taken, reschedule IPIs included
         self.nr_resched_ipis = 0  # /proc/interrupts "RES": IPIs taken as interrupts
         self.nr_call_function_ipis = 0  # /proc/interrupts "CAL": NO_HZ_FULL kicks (tick.py)
+        self.nr_irq_work_ipis = 0  # /proc/interrupts "IWI": a switch's NO_HZ_FULL self-kick
         self.kick_pending = False  # NO_HZ_FULL: the nohz_full_kick_work irq_work is queued
         self.nr_ticks = 0  # /proc/interrupts "LOC": local timer (tick) interrupts taken
         # per-CPU kernel state attached by other modules (softirq, napi)
@@ -356,6 +357,7 @@ class Cpu:
         self.last_ran = nxt
         if nxt is not prev:  # set_next_entity(), for a new pick only (FAIR_GROUP_SCHED)
             nxt.slice_exec_start = nxt.exec_ns  # prev_sum_exec_runtime
+            tick_nohz_task_switch(self)
         if prev is None or not self.tick_running:
             tick_nohz_restart(self)  # tick_nohz_idle_exit(): leaving idle restarts the tick
         if self.pending_irqs:  # an interrupt raised while code ran here comes first

@@ -17,7 +17,7 @@ from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
 from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
-from rtvm.kernel.tick import add_nr_running
+from rtvm.kernel.tick import add_nr_running, nr_running_change
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,19 @@ class Kernel:
         cpu = self.select_task_rq(t)
         if cpu is not t.cpu:
             t.nr_migrations += 1
+            if t.prio == 0 and t.cpu is not None:
+                # task_waking_fair() takes the old runqueue's min_vruntime off, enqueue_entity()
+                # (ENQUEUE_WAKING) adds the new one's: the lag moves with the task
+                t.vruntime += cpu.rq.min_vruntime - t.cpu.rq.min_vruntime
         t.cpu = cpu
         if t.prio == 0:
             # enqueue_entity() and check_preempt_wakeup() call update_curr() first: what runs
             # there is charged up to now, so min_vruntime and curr's vruntime are current
             cpu.account()
             place_entity(self.tunables, t, cpu.rq)
-        nr_before = (cpu.curr is not None) + len(cpu.rq)
+        change = nr_running_change(cpu, t)
         cpu.rq.enqueue(t)
-        add_nr_running(cpu, nr_before, waker)
+        add_nr_running(cpu, change, waker)
         if cpu.idle_stamp is not None:
             self._update_avg_idle(cpu)
         if self.tracer is not None:
@@ -238,9 +242,9 @@ class Kernel:
         cpu.rq.dequeue(t)
         t.cpu = dest
         t.nr_migrations += 1
-        nr_before = (dest.curr is not None) + len(dest.rq)
+        change = nr_running_change(dest, t)
         dest.rq.enqueue(t)
-        add_nr_running(dest, nr_before, cpu)
+        add_nr_running(dest, change, cpu)
         self.smp_send_reschedule(dest)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
@@ -254,7 +258,9 @@ class Kernel:
                     other.rq.dequeue(t)
                     t.cpu = cpu
                     t.nr_migrations += 1
+                    change = nr_running_change(cpu, t)
                     cpu.rq.enqueue(t)
+                    add_nr_running(cpu, change, cpu, defer=True)  # inside schedule()
                     best_here = t.prio
                     break
         if best_here >= 0:
@@ -361,7 +367,13 @@ class Kernel:
 
     def _requeue_after_prio_change(self, t: Task, was_queued: bool, old: int) -> None:
         cpu = t.cpu
+        if was_queued or (t is cpu.curr and t.state == RUNNING):
+            # dequeue_task() + enqueue_task() of a task on its runqueue (curr included) take
+            # nr_running down and up again: add_nr_running() sees the count without it
+            add_nr_running(cpu, nr_running_change(cpu, t), None)
         if was_queued:
+            if t.prio == 0:
+                cpu.account()  # enqueue_entity() -> update_curr()
             cpu.rq.enqueue(t)
             self._check_preempt(cpu, t, cpu)
         elif t is cpu.curr:

@@ -6,7 +6,8 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
   run on its CPU is pushed to an allowed CPU running something of lower priority
   (find_lowest_rq), and a CPU about to run something of lower priority pulls a queued
   higher-priority RT task it may run (pull_rt_task).
-- CFS: vruntime advances by delta * 1024 / weight; the smallest vruntime runs; a woken task
+- CFS: vruntime advances by delta * 1024 / weight, relative to its runqueue's min_vruntime
+  when a task moves (a wakeup or a pull to another CPU); the smallest vruntime runs; a woken task
   preempts the current CFS task if it is ahead by more than the wakeup granularity; a running
   task is preempted on the first tick after its slice (sched_latency / nr_running, at least
   min_granularity) is used up (tick.py); a woken sleeper is placed at
@@ -18,6 +19,9 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
   after cache_nice_tries failed attempts it takes a cache-hot task too. The busy CPUs' own
   periodic balance (every 64 ms and more: busy_factor 32) is left out.
 - RT throttling (sched_rt_runtime_us / sched_rt_period_us), off unless the scenario sets it.
+
+Left out: a new task's placement (4.1's task_fork_fair puts it at min_vruntime plus a vslice,
+START_DEBIT; here it is placed as a waking sleeper).
 """
 
 from __future__ import annotations

@@ -10,13 +10,16 @@ kernel/time/tick-sched.c and kernel/sched/core.c, fair.c (Linux 4.1):
 - NO_HZ_FULL (``nohz_full`` CPUs; never CPU 0, which keeps time): an interrupt exit that finds
   one task alone on a nohz_full CPU stops the tick (tick_nohz_irq_exit ->
   sched_can_stop_tick(): nr_running <= 1), the tick's own exit included, so a lone task takes
-  at most one tick after it starts. Whenever a nohz_full CPU's nr_running goes from below 2 to
-  2 or more, add_nr_running() kicks it (tick_nohz_full_kick_cpu -> irq_work_queue_on: an IPI,
-  a self-IPI when the waker runs there), whether or not its tick is stopped; the kick's
-  handler (__tick_nohz_full_check) restarts a stopped tick if the CPU still has more than one
-  task. While any CPU is nohz_full, the timekeeping CPU 0 keeps its tick even when idle
-  (can_stop_idle_tick(): tick_do_timer_cpu), so such a kernel never runs out of events: run
-  it with an end time.
+  at most one tick after it starts. Whenever an enqueue takes a nohz_full CPU's nr_running
+  from below 2 to 2 or more, add_nr_running() kicks it (tick_nohz_full_kick_cpu ->
+  irq_work_queue_on: an IPI, to the CPU itself too), whether or not its tick is stopped: a
+  wakeup, an RT push or pull, a priority change's requeue (rt_mutex_setprio and
+  sched_setscheduler dequeue and enqueue the task, curr included); an RT enqueue counts only
+  the CPU's non-RT tasks as already there. A task switch with the tick stopped and a task
+  queued kicks too (tick_nohz_task_switch). The kick's handler (__tick_nohz_full_check)
+  restarts a stopped tick if the CPU still has more than one task. While any CPU is
+  nohz_full, the timekeeping CPU 0 keeps its tick even when idle (can_stop_idle_tick():
+  tick_do_timer_cpu), so such a kernel never runs out of events: run it with an end time.
 - It is an interrupt like any other: a vCPU thread in guest mode exits for it
   (external-interrupt exiting, Cpu._enter_irq), and a vanilla kernel runs pending softirqs on
   its irq_exit.
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.sched import cfs_slice
-from rtvm.kernel.task import IrqFrame
+from rtvm.kernel.task import IrqFrame, Task
 
 if TYPE_CHECKING:
     from rtvm.kernel.cpu import Cpu
@@ -63,35 +66,72 @@ def tick_nohz_irq_exit(cpu: Cpu) -> None:
         cpu.tick_stopped = True
 
 
-def add_nr_running(cpu: Cpu, nr_before: int, waker: Cpu | None) -> None:
-    """add_nr_running(): a task was queued on ``cpu``, which had ``nr_running`` ``nr_before``
-    (curr included). Going from below 2 to 2 or more on a nohz_full CPU kicks it
-    (tick_nohz_full_kick_cpu). The kick is an irq_work: irq_work_claim() queues it only if it
-    is not already pending, and irq_work_queue_on() sends the CALL_FUNCTION_SINGLE IPI to the
-    CPU, itself included, so it costs the CPU an interrupt (and a vCPU in guest mode an exit)
-    ``ipi_cross_cpu`` later, or at once for a local waker (``waker`` None: the wakeup comes
-    from this CPU, as in Kernel._check_preempt)."""
-    if nr_before != 1 or cpu.kick_pending or cpu.id not in cpu.kernel.nohz_full:
+def nr_running_change(cpu: Cpu, t: Task) -> tuple[int, int]:
+    """What add_nr_running() sees when ``t`` is enqueued on ``cpu`` (``t`` not yet counted):
+    (previous count, new count). For a CFS task, every other task there (curr included), then
+    one more. For an RT task the previous count is only the non-RT tasks, since
+    enqueue_rt_entity() first takes the whole RT runqueue off nr_running (dequeue_rt_stack ->
+    dequeue_top_rt_rq) and adds it back with the new task (enqueue_top_rt_rq)."""
+    curr = cpu.curr
+    other_curr = curr is not None and curr is not t
+    total = int(other_curr) + len(cpu.rq)
+    if t.prio > 0:
+        cfs = int(other_curr and curr.prio == 0) + len(cpu.rq.cfs)  # type: ignore[union-attr]
+        return cfs, total + 1
+    return total, total + 1
+
+
+def add_nr_running(
+    cpu: Cpu, change: tuple[int, int], waker: Cpu | None, defer: bool = False
+) -> None:
+    """add_nr_running(): a task was enqueued on ``cpu``, taking nr_running from ``change[0]``
+    to ``change[1]`` (nr_running_change). Going from below 2 to 2 or more on a nohz_full CPU
+    kicks it (tick_nohz_full_kick_cpu -> irq_work_queue_on: the CALL_FUNCTION_SINGLE IPI, to
+    the CPU itself too), whether or not its tick is stopped. It lands ``ipi_cross_cpu`` later
+    from a remote ``waker``, at once from a local one (``waker`` None counts as local, as in
+    Kernel._check_preempt), or, with ``defer``, when the CPU next takes its pending
+    interrupts (an enqueue inside schedule(): a pull)."""
+    before, after = change
+    if before < 2 <= after and cpu.id in cpu.kernel.nohz_full:
+        _kick(cpu, "call-function", waker, defer)
+
+
+def tick_nohz_task_switch(cpu: Cpu) -> None:
+    """finish_task_switch() -> tick_nohz_task_switch(): a nohz_full CPU that switches tasks
+    with its tick stopped and another task queued kicks itself (tick_nohz_full_kick:
+    irq_work_queue, the IRQ_WORK self-IPI), taken once the switch is done. It catches a
+    second task that arrived without a kick of its own (an RT pull inside schedule())."""
+    if cpu.tick_stopped and cpu.rq and cpu.id in cpu.kernel.nohz_full:
+        _kick(cpu, "irq-work", None, True)
+
+
+def _kick(cpu: Cpu, vector: str, sender: Cpu | None, defer: bool) -> None:
+    """Queue the CPU's nohz_full_kick_work irq_work and send its IPI. irq_work_claim()
+    queues it only if it is not already pending: one kick in flight at a time."""
+    if cpu.kick_pending:
         return
     cpu.kick_pending = True
-    if waker is None or waker is cpu:
-        _nohz_full_kick_ipi(cpu)
+    factory = functools.partial(_kick_interrupt, cpu, vector)
+    if sender is not None and sender is not cpu:
+        cpu.sim.after(cpu.kernel.costs.ipi_cross_cpu, cpu.raise_irq, factory)
+    elif defer:
+        cpu.pending_irqs.append(factory)
     else:
-        cpu.sim.after(cpu.kernel.costs.ipi_cross_cpu, _nohz_full_kick_ipi, cpu)
+        cpu.raise_irq(factory)
 
 
-def _nohz_full_kick_ipi(cpu: Cpu) -> None:
-    cpu.raise_irq(functools.partial(_call_function_interrupt, cpu))
-
-
-def _call_function_interrupt(cpu: Cpu) -> IrqFrame:
-    """smp_call_function_single_interrupt -> irq_work_run -> nohz_full_kick_work_func. Its
-    cost is a system vector's entry and exit (hardirq_entry_exit, as for a reschedule IPI);
-    the check itself, and a restart's hrtimer reprogramming, are not costed apart. On
-    PREEMPT_RT the kick work is flagged IRQ_WORK_HARD_IRQ and runs here too."""
-    cpu.nr_call_function_ipis += 1
+def _kick_interrupt(cpu: Cpu, vector: str) -> IrqFrame:
+    """smp_call_function_single_interrupt (CAL) or smp_irq_work_interrupt (IWI) ->
+    irq_work_run -> nohz_full_kick_work_func. Its cost is a system vector's entry and exit
+    (hardirq_entry_exit, as for a reschedule IPI); the check itself, and a restart's hrtimer
+    reprogramming, are not costed apart. On PREEMPT_RT the kick work is flagged
+    IRQ_WORK_HARD_IRQ and runs here too."""
+    if vector == "irq-work":
+        cpu.nr_irq_work_ipis += 1
+    else:
+        cpu.nr_call_function_ipis += 1
     cost = cpu.kernel.costs.hardirq_entry_exit
-    return system_vector_frame(cpu, f"IPI/call-function/{cpu.id}", cost, _tick_nohz_full_check)
+    return system_vector_frame(cpu, f"IPI/{vector}/{cpu.id}", cost, _tick_nohz_full_check)
 
 
 def _tick_nohz_full_check(cpu: Cpu) -> None:
