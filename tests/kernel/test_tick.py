@@ -129,6 +129,10 @@ def test_an_rt_pull_onto_a_tickless_cpu_kicks_it_so_two_cfs_tasks_share_it_by_ti
     k.sim.at(2700 * US, lambda _: k.wake_up(c, waker=k.cpus[0]))  # nr_running 2 -> 3: no kick
     k.sim.run(until=2650 * US)
     assert cpu.curr is r and a in cpu.rq.cfs
+    # the pull took nr_running from 1 (A) to 2: its kick restarted the tick, and the switch to
+    # R found it running (no self-kick)
+    assert cpu.nr_call_function_ipis == 1 and cpu.nr_irq_work_ipis == 0
+    assert not cpu.tick_stopped
     k.sim.run(until=30 * MS)
     assert not cpu.tick_stopped
     assert a.exec_ns > 5 * MS and c.exec_ns > 5 * MS  # A and C share CPU 1 by slices
@@ -188,3 +192,24 @@ def test_a_tick_takes_a_vcpu_in_guest_mode_out_with_an_external_interrupt_exit()
     assert vm.exits_by_reason.get("external_interrupt") == ticks
     per_tick = c.vm_exit_entry + c.hardirq_entry_exit + c.sched_tick
     assert done[0] > 3 * MS + 500 * US + ticks * per_tick - 1
+
+
+def test_an_rt_task_that_blocks_beside_a_cfs_and_an_rt_task_kicks_the_cpu():
+    """dequeue_rt_entity() takes the RT runqueue off nr_running and adds the rest back from
+    the CFS count: with one CFS task and one RT task left, that is 1 -> 2, a kick."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    cpu = k.cpus[1]
+
+    def x_code(t):
+        yield 2 * MS + 800 * US
+        yield BLOCK
+
+    k.create_task("X", x_code, SCHED_FIFO, 50, allowed={1})
+    y = k.create_task("Y", busy(10 * MS), SCHED_FIFO, 40, allowed={1}, start=False)
+    c = k.create_task("C", busy(10 * MS), SCHED_OTHER, allowed={1}, start=False)
+    k.sim.at(2 * MS + 100 * US, lambda _: k.wake_up(c, waker=k.cpus[0]))  # 1 -> 2: a kick
+    k.sim.at(2 * MS + 300 * US, lambda _: k.wake_up(y, waker=k.cpus[0]))  # 1 CFS -> 3: a kick
+    k.sim.run(until=2 * MS + 700 * US)
+    assert cpu.nr_call_function_ipis == 2
+    k.sim.run(until=2 * MS + 900 * US)  # X blocked at 2.8 ms: 1 CFS + 1 RT left, 1 -> 2
+    assert cpu.nr_call_function_ipis == 3

@@ -29,7 +29,12 @@ from rtvm.kernel.task import (
     IrqFrame,
     Task,
 )
-from rtvm.kernel.tick import tick_nohz_irq_exit, tick_nohz_restart, tick_nohz_task_switch
+from rtvm.kernel.tick import (
+    rt_dequeued,
+    tick_nohz_irq_exit,
+    tick_nohz_restart,
+    tick_nohz_task_switch,
+)
 
 if TYPE_CHECKING:
     from rtvm.kernel.host import Kernel
@@ -334,6 +339,8 @@ class Cpu:
             if prev.state == RUNNING:
                 # A preempted RT task keeps its place at the head of its priority list.
                 self.rq.enqueue(prev, head=prev.prio > 0)
+            elif prev.prio > 0:
+                rt_dequeued(self)  # deactivate_task(): the RT runqueue is counted again
         k.balance(self, prev)
         nxt = self.rq.pick_next(rt_allowed=not self.rt_throttled)
         self.curr = nxt
@@ -357,9 +364,10 @@ class Cpu:
         self.last_ran = nxt
         if nxt is not prev:  # set_next_entity(), for a new pick only (FAIR_GROUP_SCHED)
             nxt.slice_exec_start = nxt.exec_ns  # prev_sum_exec_runtime
-            tick_nohz_task_switch(self)
         if prev is None or not self.tick_running:
             tick_nohz_restart(self)  # tick_nohz_idle_exit(): leaving idle restarts the tick
+        if nxt is not prev:
+            tick_nohz_task_switch(self)  # finish_task_switch()
         if self.pending_irqs:  # an interrupt raised while code ran here comes first
             self._take_pending_irq()
             return

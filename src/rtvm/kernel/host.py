@@ -17,7 +17,7 @@ from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
 from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
-from rtvm.kernel.tick import add_nr_running, nr_running_change
+from rtvm.kernel.tick import add_nr_running, nr_running_change, rt_dequeued
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Kernel:
         cpu = self.select_task_rq(t)
         if cpu is not t.cpu:
             t.nr_migrations += 1
-            if t.prio == 0 and t.cpu is not None:
+            if t.normal_prio == 0 and t.cpu is not None:  # a CFS task, PI-boosted or not
                 # task_waking_fair() takes the old runqueue's min_vruntime off, enqueue_entity()
                 # (ENQUEUE_WAKING) adds the new one's: the lag moves with the task
                 t.vruntime += cpu.rq.min_vruntime - t.cpu.rq.min_vruntime
@@ -240,6 +240,8 @@ class Kernel:
             return
         dest = min(targets, key=lambda c: (c.curr_prio(), c.id))
         cpu.rq.dequeue(t)
+        rt_dequeued(cpu)
+        _migrate_vruntime(t, cpu, dest)
         t.cpu = dest
         t.nr_migrations += 1
         change = nr_running_change(dest, t)
@@ -256,9 +258,11 @@ class Kernel:
             for t in other.rq.rt_tasks():
                 if cpu.id in t.allowed and t.prio > best_here:
                     other.rq.dequeue(t)
+                    rt_dequeued(other)
+                    _migrate_vruntime(t, other, cpu)
                     t.cpu = cpu
                     t.nr_migrations += 1
-                    change = nr_running_change(cpu, t)
+                    change = nr_running_change(cpu, t, in_schedule=True)
                     cpu.rq.enqueue(t)
                     add_nr_running(cpu, change, cpu, defer=True)  # inside schedule()
                     best_here = t.prio
@@ -425,6 +429,14 @@ class Kernel:
         elapsed = self.sim.now
         by_cpu = [100.0 * c.busy_total_ns / elapsed if elapsed else 0.0 for c in self.cpus]
         return {"cpu_util_pct": sum(by_cpu) / len(by_cpu), "cpu_util_pct_by_cpu": by_cpu}
+
+
+def _migrate_vruntime(t: Task, src: Cpu, dest: Cpu) -> None:
+    """A CFS task (PI-boosted into the RT class or not) moved from ``src`` to ``dest`` keeps
+    its vruntime relative to the runqueue's min_vruntime: dequeue_entity() takes the old one
+    off, enqueue_entity() adds the new one."""
+    if t.normal_prio == 0:
+        t.vruntime += dest.rq.min_vruntime - src.rq.min_vruntime
 
 
 def _ipi_resched(cpu: Cpu) -> None:

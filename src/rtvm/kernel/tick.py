@@ -66,13 +66,15 @@ def tick_nohz_irq_exit(cpu: Cpu) -> None:
         cpu.tick_stopped = True
 
 
-def nr_running_change(cpu: Cpu, t: Task) -> tuple[int, int]:
+def nr_running_change(cpu: Cpu, t: Task, in_schedule: bool = False) -> tuple[int, int]:
     """What add_nr_running() sees when ``t`` is enqueued on ``cpu`` (``t`` not yet counted):
     (previous count, new count). For a CFS task, every other task there (curr included), then
     one more. For an RT task the previous count is only the non-RT tasks, since
     enqueue_rt_entity() first takes the whole RT runqueue off nr_running (dequeue_rt_stack ->
-    dequeue_top_rt_rq) and adds it back with the new task (enqueue_top_rt_rq)."""
-    curr = cpu.curr
+    dequeue_top_rt_rq) and adds it back with the new task (enqueue_top_rt_rq). Inside
+    schedule() (``in_schedule``) curr is the previous task, already back on the runqueue or
+    off it, so it is not counted apart."""
+    curr = None if in_schedule else cpu.curr
     other_curr = curr is not None and curr is not t
     total = int(other_curr) + len(cpu.rq)
     if t.prio > 0:
@@ -94,6 +96,17 @@ def add_nr_running(
     before, after = change
     if before < 2 <= after and cpu.id in cpu.kernel.nohz_full:
         _kick(cpu, "call-function", waker, defer)
+
+
+def rt_dequeued(cpu: Cpu) -> None:
+    """An RT task left ``cpu``'s runqueue (it blocked, or moved away): dequeue_rt_entity()
+    takes the RT runqueue off nr_running and adds what is left back (enqueue_top_rt_rq ->
+    add_nr_running), from the CFS count up. Called with the task gone from ``cpu.rq`` and, if
+    it was curr, from inside schedule() (curr not counted)."""
+    rt_left = len(cpu.rq) - len(cpu.rq.cfs)
+    if rt_left:
+        cfs = len(cpu.rq.cfs)
+        add_nr_running(cpu, (cfs, cfs + rt_left), cpu, defer=True)
 
 
 def tick_nohz_task_switch(cpu: Cpu) -> None:
