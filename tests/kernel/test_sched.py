@@ -348,3 +348,28 @@ def test_a_wakeup_on_another_cpu_carries_the_tasks_lag_not_its_old_vruntime():
     k.sim.run(until=20 * MS + 2)
     assert t.cpu is cpu1  # the idle CPU
     assert t.vruntime - cpu1.rq.min_vruntime <= 1 * MS  # not ~110 ms behind everything
+
+
+def test_a_boosted_cfs_task_pushed_to_another_cpu_carries_its_lag():
+    """A PI-boosted CFS task is in the RT class, so an RT push can move it; dequeue and
+    enqueue keep its vruntime relative to min_vruntime, and once deboosted on the new CPU it
+    shares that CPU fairly instead of owing it the old CPU's lead."""
+    k = kernel(ncpus=2, switch_ns=0)
+    c0, c1 = k.cpus
+    k.create_task("Y", busy(59 * MS), SCHED_FIFO, 10, allowed={1})
+    c = k.create_task("C", busy(500 * MS), SCHED_OTHER, allowed={1})
+    k.create_task("A", busy(500 * MS), SCHED_OTHER, allowed={0})
+    b = k.create_task("B", busy(500 * MS), SCHED_OTHER, allowed={0, 1})
+    x = k.create_task("X", busy(500 * MS), SCHED_FIFO, 90, allowed={0}, start=False)
+    k.sim.run(until=60 * MS)  # B and A shared CPU 0 while Y kept C off CPU 1
+    assert b.cpu is c0
+    k.wake_up(x)  # X takes CPU 0; B waits there, queued
+    k.sim.run(until=60 * MS + 20 * US)
+    k.set_effective_prio(b, 50)  # boosted: pushed to CPU 1, which runs C (CFS)
+    k.sim.run(until=60 * MS + 100 * US)
+    assert b.cpu is c1
+    k.set_effective_prio(b, 0)
+    b0, c_0 = b.exec_ns, c.exec_ns
+    k.sim.run(until=91 * MS)
+    ran_b, ran_c = b.exec_ns - b0, c.exec_ns - c_0
+    assert abs(ran_b - ran_c) < 5 * MS  # about half each, not ~1 ms against ~28 ms
