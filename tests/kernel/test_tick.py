@@ -213,3 +213,16 @@ def test_an_rt_task_that_blocks_beside_a_cfs_and_an_rt_task_kicks_the_cpu():
     assert cpu.nr_call_function_ipis == 2
     k.sim.run(until=2 * MS + 900 * US)  # X blocked at 2.8 ms: 1 CFS + 1 RT left, 1 -> 2
     assert cpu.nr_call_function_ipis == 3
+
+
+def test_interrupt_time_is_counted_against_the_task_it_held_off():
+    """Cpu.irq_over: the time each interrupt frame ran is also booked to the task that was
+    current under it, so a run can say how long interrupts held each thread off."""
+    k = kernel(switch_ns=0)
+    a = k.create_task("a", busy(3 * MS + 500 * US), SCHED_OTHER)
+    k.sim.run()
+    cpu = k.cpus[0]
+    tick = k.costs.hardirq_entry_exit + k.costs.sched_tick
+    assert cpu.nr_ticks == 3
+    assert cpu.irq_over == {"a": 3 * tick}
+    assert a.exec_ns == 3 * MS + 500 * US  # the task's own time excludes what it lost

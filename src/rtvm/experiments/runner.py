@@ -57,15 +57,28 @@ def _segment_row(v: np.ndarray) -> dict[str, float | int | None]:
     return {k: s[k] for k in ("mean_us", "p50_us", "p99_us", "max_us", "samples")}
 
 
-def _snapshot(tb: Any) -> tuple[list[int], int, list[dict[str, int]]]:
+def _snapshot(tb: Any) -> tuple[list[int], int, list[dict[str, int]], dict[str, int]]:
     for c in tb.kernel.cpus:
         c.account()
     busy = [c.busy_total_ns for c in tb.kernel.cpus]
+    irq_over: dict[str, int] = {}
+    for c in tb.kernel.cpus:
+        for name, ns in c.irq_over.items():
+            irq_over[name] = irq_over.get(name, 0) + ns
     return (
         busy,
         sum(h.consumed_bytes for h in tb.heavies),
         [dict(c.by_name) for c in tb.kernel.cpus],
+        irq_over,
     )
+
+
+def _interrupted_us(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Per thread, the interrupt time (hard IRQs, the softirqs a vanilla kernel runs on their
+    exit, IPIs, ticks, VM exits for them) taken on its CPU while it was current, in us over
+    the window, largest first: what interrupt-first processing stole from it."""
+    out = {n: (ns - before.get(n, 0)) / 1000.0 for n, ns in after.items()}
+    return {n: round(us, 1) for n, us in sorted(out.items(), key=lambda kv: -kv[1]) if us >= 1}
 
 
 def _cpu_by_thread_pct(
@@ -152,9 +165,9 @@ def run_method(
     end = int(duration_s * SEC)
     warm = min(int(warmup_s * SEC), end // 2)
     tb.sim.run(until=warm)
-    busy0, bytes0, names0 = _snapshot(tb)
+    busy0, bytes0, names0, irq_over0 = _snapshot(tb)
     tb.sim.run(until=end)
-    busy1, bytes1, names1 = _snapshot(tb)
+    busy1, bytes1, names1, irq_over1 = _snapshot(tb)
     wall = time.perf_counter() - t0
     if tracer is not None and trace_path:
         tracer.write(trace_path)
@@ -187,6 +200,7 @@ def run_method(
         },
         "segments": {name: _segment_row(v) for name, v in seg.items()},
         "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, window),
+        "interrupted_us_by_thread": _interrupted_us(irq_over0, irq_over1),
         "profile_sha256": costs.sha256,
     }
     return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)

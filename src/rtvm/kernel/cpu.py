@@ -72,6 +72,9 @@ class Cpu:
         self.busy_ns = {"thread": 0, "hardirq": 0, "softirq": 0}
         self.idle_ns = 0
         self.by_name: dict[str, int] = {}
+        #: per task, the interrupt time this CPU took while that task was current: how long
+        #: interrupts held it off (a vCPU's guest run stretched by host interrupts, say)
+        self.irq_over: dict[str, int] = {}
         self.nr_switches = 0
         self.nr_irqs = 0  # hard interrupts taken, reschedule IPIs included
         self.nr_resched_ipis = 0  # /proc/interrupts "RES": IPIs taken as interrupts
@@ -106,6 +109,9 @@ class Cpu:
             self.by_name[top.name] = self.by_name.get(top.name, 0) + delta
             if top is self.curr:
                 self._charge_task(top, delta)
+            elif self.curr is not None:
+                name = self.curr.name
+                self.irq_over[name] = self.irq_over.get(name, 0) + delta
             if tracer is not None:
                 tracer.cpu_slice(self.id, top.name, kind, self.mark, now)
         self.mark = now
