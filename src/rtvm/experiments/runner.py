@@ -58,15 +58,13 @@ def _segment_row(v: np.ndarray) -> dict[str, float | int | None]:
 
 
 def _snapshot(tb: Any) -> tuple[list[int], int, list[dict[str, int]], dict[str, int]]:
-    for c in tb.kernel.cpus:
-        c.account()
-    busy = [c.busy_total_ns for c in tb.kernel.cpus]
     irq_over: dict[str, int] = {}
     for c in tb.kernel.cpus:
+        c.account()
         for name, ns in c.irq_over.items():
             irq_over[name] = irq_over.get(name, 0) + ns
     return (
-        busy,
+        [c.busy_total_ns for c in tb.kernel.cpus],
         sum(h.consumed_bytes for h in tb.heavies),
         [dict(c.by_name) for c in tb.kernel.cpus],
         irq_over,

@@ -160,10 +160,8 @@ class Kernel:
         cpu = self.select_task_rq(t)
         if cpu is not t.cpu:
             t.nr_migrations += 1
-            if t.normal_prio == 0 and t.cpu is not None:  # a CFS task, PI-boosted or not
-                # task_waking_fair() takes the old runqueue's min_vruntime off, enqueue_entity()
-                # (ENQUEUE_WAKING) adds the new one's: the lag moves with the task
-                t.vruntime += cpu.rq.min_vruntime - t.cpu.rq.min_vruntime
+            if t.cpu is not None:  # task_waking_fair(), enqueue_entity(ENQUEUE_WAKING)
+                _migrate_vruntime(t, t.cpu, cpu)
         t.cpu = cpu
         if t.prio == 0:
             # enqueue_entity() and check_preempt_wakeup() call update_curr() first: what runs
@@ -312,7 +310,7 @@ class Kernel:
                 continue
             other = t.cpu
             other.rq.dequeue(t)
-            t.vruntime += cpu.rq.min_vruntime - other.rq.min_vruntime
+            _migrate_vruntime(t, other, cpu)
             t.cpu = cpu
             t.nr_migrations += 1
             cpu.rq.enqueue(t)

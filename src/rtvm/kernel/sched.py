@@ -7,10 +7,10 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
   (find_lowest_rq), and a CPU about to run something of lower priority pulls a queued
   higher-priority RT task it may run (pull_rt_task).
 - CFS: vruntime advances by delta * 1024 / weight, relative to its runqueue's min_vruntime
-  when a task moves (a wakeup or a pull to another CPU); the smallest vruntime runs; a woken task
-  preempts the current CFS task if it is ahead by more than the wakeup granularity; a running
-  task is preempted on the first tick after its slice (sched_latency / nr_running, at least
-  min_granularity) is used up (tick.py); a woken sleeper is placed at
+  when a task moves (a wakeup, push or pull to another CPU); the smallest vruntime runs; a
+  woken task preempts the current CFS task if it is ahead by more than the wakeup granularity;
+  a running task is preempted on the first tick after its slice (sched_latency / nr_running,
+  at least min_granularity) is used up (tick.py); a woken sleeper is placed at
   min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS).
 - CFS balancing (4.1's idle_balance, load_balance): a CPU about to idle pulls a queued CFS task
   only if it has been idle long enough on average (avg_idle >= sysctl_sched_migration_cost,

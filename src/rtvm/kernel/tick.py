@@ -94,7 +94,7 @@ def add_nr_running(
     Kernel._check_preempt), or, with ``defer``, when the CPU next takes its pending
     interrupts (an enqueue inside schedule(): a pull)."""
     before, after = change
-    if before < 2 <= after and cpu.id in cpu.kernel.nohz_full:
+    if before < 2 <= after and cpu.nohz_full:
         _kick(cpu, "call-function", waker, defer)
 
 
@@ -114,7 +114,7 @@ def tick_nohz_task_switch(cpu: Cpu) -> None:
     with its tick stopped and another task queued kicks itself (tick_nohz_full_kick:
     irq_work_queue, the IRQ_WORK self-IPI), taken once the switch is done. It catches a
     second task that arrived without a kick of its own (an RT pull inside schedule())."""
-    if cpu.tick_stopped and cpu.rq and cpu.id in cpu.kernel.nohz_full:
+    if cpu.tick_stopped and cpu.rq and cpu.nohz_full:
         _kick(cpu, "irq-work", None, True)
 
 
