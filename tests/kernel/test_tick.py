@@ -226,3 +226,41 @@ def test_interrupt_time_is_counted_against_the_task_it_held_off():
     assert cpu.nr_ticks == 3
     assert cpu.irq_over == {"a": 3 * tick}
     assert a.exec_ns == 3 * MS + 500 * US  # the task's own time excludes what it lost
+
+
+def test_a_pull_from_a_nohz_full_cpu_kicks_it_with_an_ipi_from_the_puller():
+    """pull_rt_task() on CPU 0 dequeues a queued RT task from CPU 1: dequeue_rt_entity() adds
+    CPU 1's RT runqueue back, its running FIFO task included (the kernel keeps curr on its
+    runqueue), on top of the one CFS task there: 1 -> 2, a kick. CPU 0 sends it, so it lands
+    one IPI flight later."""
+    k = kernel(ncpus=2, switch_ns=0, nohz_full={1})
+    cpu = k.cpus[1]
+
+    def x_code(t):
+        yield 3 * MS
+        yield BLOCK
+
+    k.create_task("X", x_code, SCHED_FIFO, 50, allowed={0})
+    k.create_task("H", busy(100 * MS), SCHED_FIFO, 60, allowed={1})
+    y = k.create_task("Y", busy(10 * MS), SCHED_FIFO, 40, allowed={1}, start=False)
+    c = k.create_task("C", busy(10 * MS), SCHED_OTHER, allowed={1}, start=False)
+
+    def wake_y(_):  # it queues behind H on CPU 1, then sched_setaffinity() widens its mask
+        k.wake_up(y, waker=k.cpus[0])
+        y.allowed = {0, 1}
+
+    k.sim.at(1 * MS, lambda _: k.wake_up(c, waker=k.cpus[0]))
+    k.sim.at(2 * MS, wake_y)
+    k.sim.run(until=3 * MS - 1)
+    assert y in cpu.rq and not cpu.kick_pending
+    kicks = cpu.nr_call_function_ipis
+    now = 3 * MS
+    while k.cpus[0].curr is not y:  # X blocks after 3 ms of work and its ticks: CPU 0 pulls Y
+        now += 100
+        k.sim.run(until=now)
+    assert now < 3 * MS + 20 * US
+    assert cpu.kick_pending and cpu.nr_call_function_ipis == kicks
+    k.sim.run(until=now + k.costs.ipi_cross_cpu - 101)
+    assert cpu.nr_call_function_ipis == kicks  # still in flight
+    k.sim.run(until=now + k.costs.ipi_cross_cpu + k.costs.hardirq_entry_exit + 1)
+    assert cpu.nr_call_function_ipis == kicks + 1 and not cpu.kick_pending

@@ -207,14 +207,17 @@ class Kernel:
         else:
             preempt = False
             if t.prio > 0:
-                self._push_rt(cpu, t)
-        if not preempt:
-            return
-        if waker is None or waker is cpu:
+                self._push_rt(cpu, t, waker)
+        if preempt:
+            self.resched_curr(cpu, waker)
+
+    def resched_curr(self, cpu: Cpu, by: Cpu | None) -> None:
+        """resched_curr(): the local CPU (``by`` None or ``cpu``) just sets need_resched; a
+        remote one sets its flag and sends the IPI, none if the flag is already set (an IPI
+        is on its way, or the CPU reschedules anyway)."""
+        if by is None or by is cpu:
             cpu.resched()
         elif not (cpu.resched_requested or cpu.need_resched):
-            # resched_curr() on a remote CPU: set its need_resched, then the IPI; none if the
-            # flag is already set (an IPI is on its way, or the CPU reschedules anyway)
             cpu.resched_requested = True
             self.smp_send_reschedule(cpu)
 
@@ -224,8 +227,10 @@ class Kernel:
         self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, cpu)
 
     # -- balancing -------------------------------------------------------------------------
-    def _push_rt(self, cpu: Cpu, t: Task) -> None:
-        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority."""
+    def _push_rt(self, cpu: Cpu, t: Task, by: Cpu | None = None) -> None:
+        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority.
+        The CPU that woke ``t`` (``by``; None: ``cpu`` itself) does it (task_woken_rt in
+        ttwu_do_activate), so the kicks and the reschedule it sends leave from there."""
         targets = [
             c
             for c in self.cpus
@@ -237,15 +242,16 @@ class Kernel:
         if not targets:
             return
         dest = min(targets, key=lambda c: (c.curr_prio(), c.id))
+        src = by if by is not None else cpu
         cpu.rq.dequeue(t)
-        rt_dequeued(cpu)
+        rt_dequeued(cpu, src)
         _migrate_vruntime(t, cpu, dest)
         t.cpu = dest
         t.nr_migrations += 1
         change = nr_running_change(dest, t)
         dest.rq.enqueue(t)
-        add_nr_running(dest, change, cpu)
-        self.smp_send_reschedule(dest)
+        add_nr_running(dest, change, src)
+        self.resched_curr(dest, src)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
         """Before picking: pull_rt_task(), then idle_balance() if nothing is left to run."""
@@ -256,7 +262,7 @@ class Kernel:
             for t in other.rq.rt_tasks():
                 if cpu.id in t.allowed and t.prio > best_here:
                     other.rq.dequeue(t)
-                    rt_dequeued(other)
+                    rt_dequeued(other, cpu)  # the puller's dequeue: a kick to ``other`` is remote
                     _migrate_vruntime(t, other, cpu)
                     t.cpu = cpu
                     t.nr_migrations += 1
@@ -348,8 +354,10 @@ class Kernel:
         self._arm_idle_rebalance(cpu, queued)
 
     # -- priorities (PI) -------------------------------------------------------------------
-    def set_effective_prio(self, t: Task, prio: int) -> None:
-        """rt_mutex_setprio(): change the effective priority, requeue, and re-check preemption."""
+    def set_effective_prio(self, t: Task, prio: int, by: Cpu | None = None) -> None:
+        """rt_mutex_setprio(): change the effective priority, requeue, and re-check preemption.
+        ``by`` is the CPU doing it (None: ``t``'s own); from another CPU, the requeue's kick
+        and reschedule are IPIs."""
         if prio == t.prio:
             return
         was_queued = self._dequeue_if_queued(t)
@@ -359,7 +367,7 @@ class Kernel:
             self.boosted_tasks.add(t.name)
         if self.tracer is not None:
             self.tracer.prio_change(t, old, prio, self.sim.now)
-        self._requeue_after_prio_change(t, was_queued, old)
+        self._requeue_after_prio_change(t, was_queued, old, by)
 
     def _dequeue_if_queued(self, t: Task) -> bool:
         if t.state == RUNNING and t.cpu is not None and t is not t.cpu.curr and t in t.cpu.rq:
@@ -367,25 +375,28 @@ class Kernel:
             return True
         return False
 
-    def _requeue_after_prio_change(self, t: Task, was_queued: bool, old: int) -> None:
+    def _requeue_after_prio_change(
+        self, t: Task, was_queued: bool, old: int, by: Cpu | None = None
+    ) -> None:
         cpu = t.cpu
+        src = by if by is not None else cpu
         if was_queued or (t is cpu.curr and t.state == RUNNING):
             # dequeue_task() + enqueue_task() of a task on its runqueue (curr included) take
             # nr_running down and up again: add_nr_running() sees the count without it
-            add_nr_running(cpu, nr_running_change(cpu, t), None)
+            add_nr_running(cpu, nr_running_change(cpu, t), src)
         if was_queued:
             if t.prio == 0:
                 cpu.account()  # enqueue_entity() -> update_curr()
             cpu.rq.enqueue(t)
-            self._check_preempt(cpu, t, cpu)
+            self._check_preempt(cpu, t, src)
         elif t is cpu.curr:
             if old > 0 and t.prio == 0:
                 # switched_to_fair(): back in CFS, its slice starts again (set_curr_task_fair)
                 # and the running task is rescheduled at once, to let CFS pick
                 t.slice_exec_start = t.exec_ns
-                cpu.resched()
+                self.resched_curr(cpu, src)
             elif cpu.rq.best_prio() > t.prio:
-                cpu.resched()  # lowered below a queued task
+                self.resched_curr(cpu, src)  # lowered below a queued task
 
     # -- RT throttling ---------------------------------------------------------------------
     def _arm_rt_period(self) -> None:

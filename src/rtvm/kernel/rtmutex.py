@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rtvm.kernel.task import BLOCK, Code, Task
 
 if TYPE_CHECKING:
+    from rtvm.kernel.cpu import Cpu
     from rtvm.kernel.host import Kernel
 
 MAX_CHAIN = 1024  # the kernel's max_lock_depth
@@ -47,7 +48,7 @@ class RtMutex:
         tracer = self.kernel.tracer
         if tracer is not None:
             tracer.lock_wait_begin(t, self, since)
-        adjust_chain(self.kernel, self.owner)
+        adjust_chain(self.kernel, self.owner, t.cpu)
         while True:
             yield BLOCK
             if self._may_take(t):
@@ -55,7 +56,7 @@ class RtMutex:
         self.waiters.remove(t)
         t.blocked_on = None
         self._take(t)
-        adjust_chain(self.kernel, t)  # inherit from the waiters still queued
+        adjust_chain(self.kernel, t, t.cpu)  # inherit from the waiters still queued
         waited = self.kernel.sim.now - since
         self.wait_ns += waited
         n, ns = self.kernel.lock_stats.get(t.name, (0, 0))
@@ -79,7 +80,7 @@ class RtMutex:
         self.owner = None
         if self.waiters:
             self.kernel.wake_up(self.waiters[0], waker=t.cpu)
-        adjust_chain(self.kernel, t)  # deboost
+        adjust_chain(self.kernel, t, t.cpu)  # deboost
 
     def _take(self, t: Task) -> None:
         self.owner = t
@@ -110,15 +111,17 @@ def pi_prio(t: Task) -> int:
     return prio
 
 
-def adjust_chain(kernel: Kernel, t: Task | None) -> None:
-    """Walk the PI chain from ``t``: fix its priority, then its lock owner's, transitively."""
+def adjust_chain(kernel: Kernel, t: Task | None, by: Cpu | None = None) -> None:
+    """Walk the PI chain from ``t``: fix its priority, then its lock owner's, transitively.
+    ``by`` is the CPU walking it (the blocking or unlocking task's): a requeue on another
+    CPU reaches that CPU through IPIs."""
     depth = 0
     while t is not None and depth < MAX_CHAIN:
         depth += 1
         prio = pi_prio(t)
         if prio == t.prio:
             return
-        kernel.set_effective_prio(t, prio)
+        kernel.set_effective_prio(t, prio, by)
         lock = t.blocked_on
         if lock is None:
             return

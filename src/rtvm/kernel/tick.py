@@ -98,15 +98,26 @@ def add_nr_running(
         _kick(cpu, "call-function", waker, defer)
 
 
-def rt_dequeued(cpu: Cpu) -> None:
+def rt_dequeued(cpu: Cpu, by: Cpu | None = None) -> None:
     """An RT task left ``cpu``'s runqueue (it blocked, or moved away): dequeue_rt_entity()
     takes the RT runqueue off nr_running and adds what is left back (enqueue_top_rt_rq ->
-    add_nr_running), from the CFS count up. Called with the task gone from ``cpu.rq`` and, if
-    it was curr, from inside schedule() (curr not counted)."""
+    add_nr_running), from the CFS count up. Called with the task gone from ``cpu.rq``.
+
+    ``by`` None: ``cpu``'s own schedule() deactivated its previous task, which is still
+    ``cpu.curr`` but no longer counted; the kick comes with its pending interrupts. Otherwise
+    ``by`` is the CPU that moved a queued task away (a push from the waker's CPU, a pull from
+    another one): what runs on ``cpu`` is still on its runqueue and counts, and the kick is an
+    IPI from ``by``."""
     rt_left = len(cpu.rq) - len(cpu.rq.cfs)
+    cfs = len(cpu.rq.cfs)
+    curr = cpu.curr
+    if by is not None and curr is not None:
+        if curr.prio > 0:
+            rt_left += 1
+        else:
+            cfs += 1
     if rt_left:
-        cfs = len(cpu.rq.cfs)
-        add_nr_running(cpu, (cfs, cfs + rt_left), cpu, defer=True)
+        add_nr_running(cpu, (cfs, cfs + rt_left), by if by is not None else cpu, defer=True)
 
 
 def tick_nohz_task_switch(cpu: Cpu) -> None:
