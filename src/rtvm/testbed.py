@@ -208,6 +208,7 @@ def _build_rt(
         vhost.ws_owner = "host/vhost"
         vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
         virtio.kick_host = vhost.kick
+        virtio.kick_host_rx = vhost.rx_kick
 
         def tap_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)
@@ -293,6 +294,7 @@ def _build_heavy(
         )
         vhost.ws_owner = _heavy_owner(llc, m, "host/vhost")
         virtio.kick_host = vhost.kick
+        virtio.kick_host_rx = vhost.rx_kick
 
         def tap_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
             vhost.tap_xmit(pkt, waker=cpu)

@@ -73,6 +73,7 @@ class FakeNapi:
         self.polled_by.append((self.k.sim.now, ctx.name))
         n = min(weight, self.backlog)
         self.backlog -= n
+        napi.work += n
         if n:
             yield n * self.cost
         if n < weight:

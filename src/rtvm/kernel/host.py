@@ -38,6 +38,25 @@ class Generation:
     #: blocking, return to user or guest mode); "full" (PREEMPT, and every RT kernel) preempts
     #: kernel code anywhere outside preempt- and BH-disabled sections.
     preempt: str = "full"
+    #: the mainline version the generation is built on: it decides the NAPI API (4.11 added
+    #: NAPI_STATE_MISSED and made ixgbe report its work to napi_complete_done)
+    version: tuple[int, int] = (4, 1)
+
+    @property
+    def napi_state_missed(self) -> bool:
+        """4.11+: napi_schedule() on a scheduled NAPI marks it MISSED, and napi_complete_done()
+        reschedules it; 4.1's napi_schedule_prep() just fails."""
+        return self.version >= (4, 11)
+
+    @property
+    def ixgbe_busy_poll_lock(self) -> bool:
+        """4.1's ixgbe_poll() runs between ixgbe_qv_lock_napi() and ixgbe_qv_unlock_napi()
+        (CONFIG_NET_RX_BUSY_POLL, default y), which flushes GRO at the end of every poll, and
+        returns 0 once it completed (only full polls spend netdev_budget). Once ixgbe moved
+        to the core's native busy polling and napi_complete_done (the 4.11 era), both went:
+        GRO is flushed by napi_complete_done, or for segments from an earlier jiffy after a
+        full poll, and a completed poll returns its work (min(work, budget - 1))."""
+        return self.version < (4, 11)
 
     @property
     def preempt_kernel(self) -> bool:
@@ -55,11 +74,11 @@ GENERATIONS: dict[str, Generation] = {
         Generation("4.1-rt", True, "vector", SCHED_FIFO, 1,
                    "Linux 4.1-rt: per-CPU per-vector softirq locks, ksoftirqd FIFO 1"),
         Generation("5.15-rt", True, "bh", SCHED_OTHER, 0,
-                   "Linux 5.15-rt: one per-CPU BH lock (prediction)"),
+                   "Linux 5.15-rt: one per-CPU BH lock (prediction)", version=(5, 15)),
         Generation("6.1-rt", True, "bh", SCHED_OTHER, 0,
-                   "Linux 6.1-rt: one per-CPU BH lock (prediction)"),
+                   "Linux 6.1-rt: one per-CPU BH lock (prediction)", version=(6, 1)),
         Generation("6.18-rt", True, "none", SCHED_OTHER, 0,
-                   "Linux 6.18-rt: no BH lock by default (prediction)"),
+                   "Linux 6.18-rt: no BH lock by default (prediction)", version=(6, 18)),
     )
 }  # fmt: skip
 

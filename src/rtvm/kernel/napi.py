@@ -1,11 +1,13 @@
 """NAPI and the NET_RX softirq (net/core/dev.c as of Linux 4.1; kernel-facts.md section 1).
 
-- ``napi_schedule``: if the NAPI is already scheduled, mark it MISSED; else add it to *this
-  CPU's* softnet_data.poll_list and raise NET_RX. With the partitioned softirq switched on, a
+- ``napi_schedule``: if the NAPI is already scheduled, do nothing (4.11+: mark it MISSED, and
+  napi_complete_done reschedules it); else add it to *this CPU's* softnet_data.poll_list and
+  raise NET_RX. With the partitioned softirq switched on, a
   NAPI scheduled from a thread of priority >= rtnet_prio goes to the rt_poll_list and raises
   NET_RX_RT instead (Garcia et al.).
 - ``net_rx_action``: splice the poll_list to a local list; poll each NAPI once with its weight
-  (64); stop when the budget (netdev_budget, 300) is spent or 2 jiffies have passed
+  (64); stop when the budget (netdev_budget, 300, spent by what each poll *returns*: 4.1's
+  ixgbe returns 0 once it completes) is spent or 2 jiffies have passed
   (time_squeeze++); a NAPI that used its whole weight goes to the repoll list; at the end the
   not-yet-polled entries, then the entries that arrived meanwhile, then the repolls are put
   back on the poll_list, and NET_RX is raised again if it is not empty.
@@ -58,8 +60,9 @@ class NetTunables:
 
 
 class NapiStruct:
-    """struct napi_struct: ``poll(napi, weight, ctx)`` is the driver's poll (a generator that
-    returns the number of packets it processed)."""
+    """struct napi_struct: ``poll(napi, weight, ctx)`` is the driver's poll, a generator that
+    returns what the driver reports to net_rx_action (the packets it processed, or as 4.1's
+    ixgbe does, 0 once it completed) and counts the packets themselves in ``work``."""
 
     __slots__ = ("missed", "name", "nr_polls", "on_rt_list", "poll", "sched", "weight", "work")
 
@@ -76,7 +79,7 @@ class NapiStruct:
         self.missed = False  # NAPI_STATE_MISSED
         self.on_rt_list = False
         self.nr_polls = 0
-        self.work = 0
+        self.work = 0  # packets polled, over the run
 
     def __repr__(self) -> str:
         return f"<napi {self.name}>"
@@ -114,6 +117,7 @@ class SoftnetData:
         while q and work < quota:
             pkt, receive = q.popleft()
             work += 1
+            napi.work += 1
             yield from receive(pkt, ctx)
         if work < quota:  # queue empty: __napi_complete (a full quota is repolled instead)
             napi.sched = False
@@ -138,9 +142,11 @@ def uses_rt_partition(kernel: Kernel, ctx: Context) -> bool:
 
 
 def napi_schedule(cpu: Cpu, napi: NapiStruct, ctx: Context) -> bool:
-    """napi_schedule(): returns False (and marks MISSED) if it was already scheduled."""
+    """napi_schedule(): returns False if it was already scheduled (and on 4.11+ marks it
+    MISSED)."""
     if napi.sched:
-        napi.missed = True
+        if cpu.kernel.gen.napi_state_missed:
+            napi.missed = True
         return False
     napi.sched = True
     sd: SoftnetData = cpu.softnet
@@ -156,8 +162,9 @@ def napi_schedule(cpu: Cpu, napi: NapiStruct, ctx: Context) -> bool:
 
 
 def napi_complete_done(cpu: Cpu, napi: NapiStruct, ctx: Context) -> bool:
-    """napi_complete_done(): clear SCHED. If an interrupt was MISSED meanwhile, schedule it
-    again at once and return False: the driver must then keep its interrupt masked."""
+    """napi_complete_done(): clear SCHED. If an interrupt was MISSED meanwhile (4.11+),
+    schedule it again at once and return False: the driver must then keep its interrupt
+    masked."""
     napi.sched = False
     if napi.missed:
         napi.missed = False
@@ -181,18 +188,20 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     work_list: list[NapiStruct] = getattr(sd, attr)
     setattr(sd, attr, [])
     repoll: list[NapiStruct] = []
+    frames = 0
     while True:
         if not work_list:
             if not repoll:
-                _account_pass(k, ctx, now, tun.netdev_budget - budget)
+                sd.processed += frames
+                _account_pass(k, ctx, now, frames)
                 return
             break
         n = work_list.pop(0)
         yield k.costs.napi_poll_call
+        before = n.work
         work = yield from n.poll(n, n.weight, ctx)
         n.nr_polls += 1
-        n.work += work
-        sd.processed += work
+        frames += n.work - before
         budget -= work
         if work >= n.weight:
             repoll.append(n)  # used its whole weight: not allowed to complete
@@ -205,7 +214,8 @@ def net_rx_action(cpu: Cpu, ctx: Context, rt: bool) -> Code:
     arrived = getattr(sd, attr)
     merged = work_list + arrived + repoll
     setattr(sd, attr, merged)
-    _account_pass(k, ctx, now, tun.netdev_budget - budget)
+    sd.processed += frames
+    _account_pass(k, ctx, now, frames)
     if merged:
         raise_softirq(cpu, NET_RX_RT if rt else NET_RX, ctx)
 

@@ -132,9 +132,11 @@ class RxQueue:
     one by one. The interrupt follows the queue vector's state: masked from the interrupt
     until napi_complete, then asserted for the next frame no sooner than the ITR allows.
     GRO (``gro_frames`` per segment: 43 MSS frames for TCP, 1 for UDP, which 4.1 does not
-    merge) gathers frames across polls; a segment pays the protocol work once and is
-    delivered when full, on napi_complete, or when older than a jiffy at the end of a poll
-    that used its whole weight (napi_gro_flush(n, HZ >= 1000) in 4.1's napi_poll).
+    merge) gathers frames; a segment pays the protocol work once and is delivered when full
+    or at the end of the poll: 4.1's ixgbe_poll() ends in ixgbe_qv_unlock_napi(), which
+    flushes GRO whatever the poll did (Generation.ixgbe_busy_poll_lock). On later kernels a
+    segment survives a full-weight poll unless it started in an earlier jiffy
+    (napi_gro_flush(n, HZ >= 1000) in napi_poll) and is flushed by napi_complete_done.
     """
 
     def __init__(
@@ -301,7 +303,9 @@ class RxQueue:
         self.deliver(seg, cpu, ctx)
 
     def _poll(self, napi: NapiStruct, weight: int, ctx: Context) -> Code:
-        """ixgbe_poll(): clean up to ``weight`` frames; on fewer, complete, set ITR, unmask."""
+        """ixgbe_poll(): clean up to ``weight`` frames; on fewer, complete, set ITR, unmask.
+        It returns ``weight`` when it did not complete; once it did, 0 on 4.1 (so completed
+        polls spend no netdev_budget), its work on later kernels."""
         cpu = ctx.cpu
         k = self.kernel
         per_frame = k.costs.rx_driver_per_packet
@@ -315,6 +319,7 @@ class RxQueue:
                 break
             yield part.npkts * per_frame
             done += part.npkts
+            napi.work += part.npkts
             self.rx_packets += part.npkts
             self.itr.total_packets += part.npkts
             self.itr.total_bytes += part.nbytes
@@ -328,14 +333,18 @@ class RxQueue:
                 gro.nbytes += part.nbytes
             if self.gro.npkts >= gro_frames:  # type: ignore[union-attr]
                 yield from self._flush(cpu, ctx)
+        busy_poll_lock = k.gen.ixgbe_busy_poll_lock
         if done < weight:
             yield from self._flush(cpu, ctx)  # napi_complete flushes GRO
             if napi_complete_done(cpu, napi, ctx):
                 self.masked = False
                 self.itr.update()
                 self._arm_irq()
-        elif self.gro is not None and k.sim.now - self.gro_since >= k.jiffy_ns:
-            yield from self._flush(cpu, ctx)
+            return 0 if busy_poll_lock else done
+        if self.gro is not None and (
+            busy_poll_lock or self.gro_since // k.jiffy_ns < k.sim.now // k.jiffy_ns
+        ):
+            yield from self._flush(cpu, ctx)  # ixgbe_qv_unlock_napi(), or an old segment
         return done
 
 

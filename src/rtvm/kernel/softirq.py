@@ -2,8 +2,8 @@
 
 - vanilla: a hard interrupt's exit runs pending softirqs at once, in interrupt context, unless
   already inside softirq or a BH-disabled section; __do_softirq restarts while work is pending,
-  for at most MAX_SOFTIRQ_RESTART (10) rounds, 2 ms, and while nothing needs the CPU
-  (need_resched); then it wakes ksoftirqd (SCHED_OTHER).
+  for at most MAX_SOFTIRQ_RESTART (10) rounds, 2 ms (counted in jiffies), and while nothing
+  needs the CPU (need_resched); then it wakes ksoftirqd (SCHED_OTHER).
 - 4.1-rt ("vector" locks): a softirq raised in a thread is recorded in the thread's
   ``softirqs_raised``; on its last local_bh_enable the thread runs *its own* raised vectors, each
   under that vector's per-CPU lock (an rt_mutex with PI), re-checking the CPU's pending bit
@@ -189,9 +189,12 @@ def do_current_softirqs(cpu: Cpu, t: Task) -> Code:
 
 
 def do_softirq_loop(cpu: Cpu, ctx: Context, exclude: int = 0) -> Code:
-    """__do_softirq(): run all pending vectors, restarting within the limits, then defer."""
+    """__do_softirq(): run all pending vectors, restarting within the limits, then defer.
+    The time limit is in jiffies (end = jiffies + msecs_to_jiffies(2), restart while
+    time_before(jiffies, end)): at HZ=1000 it ends 1 to 2 ms after the start, at the jiffy."""
     s = cpu.softirq
-    end = cpu.sim.now + MAX_SOFTIRQ_TIME_NS
+    jiffy = cpu.kernel.jiffy_ns
+    end = (cpu.sim.now // jiffy - (-MAX_SOFTIRQ_TIME_NS // jiffy)) * jiffy
     restart = MAX_SOFTIRQ_RESTART
     while True:
         pending = s.pending & ~exclude

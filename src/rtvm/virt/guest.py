@@ -187,7 +187,10 @@ class GuestVirtioNet:
         self.rxvq = rxvq
         self.txvq = txvq
         self.demux = demux
+        #: the TX and RX virtqueues' kicks: each has its own ioeventfd and vhost poll
+        #: (handle_tx_kick, handle_rx_kick)
         self.kick_host: Callable[[Any], None] = lambda waker: None
+        self.kick_host_rx: Callable[[Any], None] = lambda waker: None
         self.rx_frames = 0
         self.napi_polls = 0
         self.on_consumed: Callable[[Packet], None] | None = None
@@ -234,7 +237,7 @@ class GuestVirtioNet:
             self.guest.raise_napi(vcpu, self.poll)
         if self.rxvq.kick_prepare():  # refilled buffers: tell vhost if it waits for them
             yield from vcpu.exit_and_enter("ioeventfd")
-            self.kick_host(vcpu.task.cpu)
+            self.kick_host_rx(vcpu.task.cpu)
 
     def sendto(self, pkt: Packet, vcpu: Vcpu, syscall: bool = True) -> Code:
         """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit).

@@ -2,10 +2,13 @@
 
 The worker (``vhost-<pid>``) drains its work list in order; ``handle_rx`` copies frames from
 the tap's queue into the guest's RX buffers and ``handle_tx`` sends the guest's TX buffers into
-the host stack. A handler run stops after VHOST_NET_PKT_WEIGHT (256) frames or VHOST_NET_WEIGHT
-(512 KiB) and requeues itself at the tail (vhost_exceeds_weight), so other works on the same
-worker run in between. RX signals the guest every VHOST_NET_BATCH (64) used buffers and at the
-end of a run (vhost_net_signal_used), through vhost_notify's event-index check and the irqfd.
+the host stack. A handler run stops after VHOST_NET_WEIGHT (512 KiB) and requeues itself at the
+tail (vhost_poll_queue), so other works on the same worker run in between; 5.1 added a packet
+weight, VHOST_NET_PKT_WEIGHT (256 skbs, vhost_exceeds_weight). 4.1's handle_rx updates the used
+ring and signals after every packet (vhost_add_used_and_signal_n), through vhost_notify's
+event-index check and the irqfd; later kernels batch the used updates and signal every
+VHOST_NET_BATCH (64) used buffers and at the end of a run (vhost_net_signal_used). Which one
+runs follows the kernel generation (Generation.version).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ if TYPE_CHECKING:
 
 VHOST_NET_WEIGHT = 0x80000
 VHOST_NET_PKT_WEIGHT = 256
+PKT_WEIGHT_SINCE = (5, 1)  # vhost_exceeds_weight (CVE-2019-3900)
 VHOST_NET_BATCH = 64
+BATCHED_SINCE = (4, 20)  # vhost_net: batched used-ring updates in handle_rx (2018)
 TAP_QUEUE_LEN = 1000  # tun txqueuelen default, in frames
 RUNS_KEPT = 256
 
@@ -115,11 +120,19 @@ class VhostNet:
         """The guest kicked the TX queue (ioeventfd): vhost_poll_wakeup -> handle_tx."""
         self.worker.queue(self.handle_tx, waker)
 
+    def rx_kick(self, waker: Any = None) -> None:
+        """The guest kicked the RX queue after a refill (its own ioeventfd): handle_rx_kick ->
+        handle_rx, which resumes copying what waits in the tap."""
+        self.worker.queue(self.handle_rx, waker)
+
     # -- handlers ----------------------------------------------------------------------------
     def handle_rx(self, t: Task) -> Code:
         vq = self.rxvq
         c = self.kernel.costs
         frames = nbytes = since_signal = 0
+        version = self.kernel.gen.version
+        batch = VHOST_NET_BATCH if version >= BATCHED_SINCE else 0
+        pkt_weight = VHOST_NET_PKT_WEIGHT if version >= PKT_WEIGHT_SINCE else None
         stall = self._touch()
         if stall:
             yield stall
@@ -147,14 +160,15 @@ class VhostNet:
             nbytes += pkt.nbytes
             since_signal += pkt.npkts
             self.rx_frames += pkt.npkts
-            if since_signal > VHOST_NET_BATCH:
+            if since_signal > batch:
                 since_signal = 0
                 self._signal(vq)
-            if frames >= VHOST_NET_PKT_WEIGHT or nbytes >= VHOST_NET_WEIGHT:
+            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and frames >= pkt_weight):
                 self.requeues += 1
-                self.worker.queue(self.handle_rx, t.cpu)  # vhost_exceeds_weight: requeue
+                self.worker.queue(self.handle_rx, t.cpu)  # over its weight: requeue
                 break
-        self._signal(vq)
+        if since_signal:
+            self._signal(vq)
 
     def handle_tx(self, t: Task) -> Code:
         vq = self.txvq
@@ -164,6 +178,7 @@ class VhostNet:
             yield stall
         vq.disable_notify()
         frames = nbytes = 0
+        pkt_weight = VHOST_NET_PKT_WEIGHT if self.kernel.gen.version >= PKT_WEIGHT_SINCE else None
         while True:
             got = vq.pop_avail()
             if got is None:
@@ -180,7 +195,7 @@ class VhostNet:
             frames += pkt.npkts
             nbytes += pkt.nbytes
             self.tx_frames += pkt.npkts
-            if frames >= VHOST_NET_PKT_WEIGHT or nbytes >= VHOST_NET_WEIGHT:
+            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and frames >= pkt_weight):
                 self.requeues += 1
                 self.worker.queue(self.handle_tx, t.cpu)
                 break
