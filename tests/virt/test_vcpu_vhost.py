@@ -140,14 +140,15 @@ def test_a_preempted_vcpu_needs_no_kick_and_takes_the_interrupt_when_it_runs_aga
 
 
 @pytest.mark.parametrize(
-    ("generation", "requeues"),
+    ("generation", "frame_bytes", "requeues"),
     [
-        ("4.1-rt", 1),  # 4.1: VHOST_NET_WEIGHT only: 350 x 1500 B >= 512 KiB, then 250
-        ("5.15-rt", 2),  # 5.1+: VHOST_NET_PKT_WEIGHT too: 256 + 256 + 88
+        ("4.1-rt", 1500, 1),  # VHOST_NET_WEIGHT: 350 x 1500 B >= 512 KiB, then 150
+        ("4.1-rt", 500, 0),  # 4.1 has no packet weight: 250,000 B in one run
+        ("5.15-rt", 500, 1),  # 5.1+: VHOST_NET_PKT_WEIGHT, 256 skbs, then 244
     ],
 )
 def test_vhost_worker_stops_at_its_weight_and_requeues_other_work_runs_between(
-    generation: str, requeues: int
+    generation: str, frame_bytes: int, requeues: int
 ):
     k = Kernel(Simulator(1), 1, generation)
     rxvq, txvq = Virtqueue("rx", 1024), Virtqueue("tx", 256)
@@ -159,15 +160,17 @@ def test_vhost_worker_stops_at_its_weight_and_requeues_other_work_runs_between(
         yield 100
 
     vh = VhostNet(k, worker, rxvq, txvq, lambda vq: None, transmit)
-    for _ in range(600):
-        vh.tap_xmit(Packet("f", 1500, "heavy"))
+    for _ in range(500):  # TUN_READQ_SIZE
+        vh.tap_xmit(Packet("f", frame_bytes, "heavy"))
+    vh.tap_xmit(Packet("f", frame_bytes, "heavy"))  # the tap socket's queue is full: dropped
     txvq.add_buf(Packet("g", 64), 1)
     vh.kick()
     k.sim.run(until=10_000 * US)
-    assert vh.rx_frames == 600 and vh.tx_frames == 1
+    assert vh.rx_frames == 500 and vh.tx_frames == 1
+    assert k.drops.get("tap_full") == 1
     assert vh.requeues == requeues
-    runs = worker.runs
-    assert runs[:3] == ["handle_rx", "handle_tx", "handle_rx"]
+    if requeues:
+        assert worker.runs[:3] == ["handle_rx", "handle_tx", "handle_rx"]
 
 
 @pytest.mark.parametrize(
@@ -342,3 +345,52 @@ def test_an_interrupt_injected_once_its_handler_began_is_taken_again():
     k.sim.run(until=1_000 * US)
     assert seen[0] == first and len(seen) == 2 and seen[1] >= first + 1 * US
     assert v.injections == 2 and v.merged_injections == 0
+
+
+def _guest_nic(ring: int = 256):
+    """A guest virtio-net driver on a vCPU, with the host side fed by hand."""
+    from rtvm.virt.guest import GuestVirtioNet
+
+    k, vm, v, _, _ = _vm()
+    rxvq, txvq = Virtqueue("rx", ring), Virtqueue("tx", ring)
+    got: list[Packet] = []
+    nic = GuestVirtioNet(vm.guest, v, rxvq, txvq, demux=lambda p: None)
+    nic.on_consumed = got.append
+    return k, v, nic, rxvq, got
+
+
+def _host_delivers(k, v, nic, rxvq, pkts) -> None:
+    """vhost's side: fill buffers, return them used, interrupt the guest once."""
+    for pkt in pkts:
+        nbufs = rxvq.rx_buffers(pkt.nbytes)
+        assert rxvq.take_avail_buffers(nbufs)
+        rxvq.push_used(pkt, nbufs)
+    v.inject(nic.rx_interrupt, waker=k.cpus[0])
+
+
+def test_guest_napi_polls_64_skbs_however_many_buffers_each_filled():
+    """virtnet_receive counts skbs against the NAPI budget: receive_mergeable takes a GRO'd
+    packet's extra buffers itself. 70 packets of 3 buffers each: 64 in the first poll."""
+    k, v, nic, rxvq, got = _guest_nic(ring=256)
+    assert rxvq.rx_buffers(4000) == 3  # 1536 B buffers
+    pkts = [Packet("f", 4000, "heavy", 1) for _ in range(70)]
+    k.sim.at(10 * US, lambda _: _host_delivers(k, v, nic, rxvq, pkts))
+    k.sim.run(until=5_000 * US)
+    assert len(got) == 70
+    assert nic.napi_polls == 2  # 64 skbs (192 buffers), then 6
+
+
+def test_guest_refills_its_rx_ring_only_once_more_than_half_is_free():
+    """4.1 virtnet_receive refills (try_fill_recv) only when num_free > size / 2, then fills
+    the ring, with buffers sized from the average packet length (mergeable: up to a page)."""
+    k, v, nic, rxvq, got = _guest_nic(ring=256)
+    assert rxvq.buf_len == 1536  # the first fill: GOOD_PACKET_LEN, aligned to 256
+    big = [Packet("f", 43 * 1500, "heavy", 43) for _ in range(2)]
+    assert rxvq.rx_buffers(big[0].nbytes) == 43  # 64,526 B in 1536 B buffers
+    k.sim.at(10 * US, lambda _: _host_delivers(k, v, nic, rxvq, big))
+    k.sim.run(until=1_000 * US)
+    assert len(got) == 2 and rxvq.num_free == 86  # 86 <= 128: not refilled yet
+    k.sim.at(1_100 * US, lambda _: _host_delivers(k, v, nic, rxvq, big[:1]))
+    k.sim.run(until=2_000 * US)
+    assert len(got) == 3 and rxvq.num_free == 0  # 129 free: refilled, in page-sized buffers
+    assert rxvq.buf_len == 4096 and rxvq.rx_buffers(big[0].nbytes) == 16

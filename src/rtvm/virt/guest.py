@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rtvm.kernel.napi import NAPI_POLL_WEIGHT
 from rtvm.kernel.task import Code
 from rtvm.virt.vhost import copy_ns
-from rtvm.virt.virtio import Virtqueue
+from rtvm.virt.virtio import MRG_RXBUF_HDR, Virtqueue
 
 if TYPE_CHECKING:
     from rtvm.kernel.nic import Packet
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rtvm.virt.vm import Vm
 
 GUEST_BLOCK = object()
+GOOD_PACKET_LEN = 1518  # ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN: virtio-net's smallest RX buffer
 
 
 class GuestThread:
@@ -192,6 +193,7 @@ class GuestVirtioNet:
         self.kick_host: Callable[[Any], None] = lambda waker: None
         self.kick_host_rx: Callable[[Any], None] = lambda waker: None
         self.rx_frames = 0
+        self.avg_pkt_len = 0  # mrg_avg_pkt_len, an EWMA of received packet lengths
         self.napi_polls = 0
         self.on_consumed: Callable[[Packet], None] | None = None
         #: LLC owner touched per NAPI poll (the guest network stack's footprint), if any
@@ -206,7 +208,10 @@ class GuestVirtioNet:
         self.guest.raise_napi(vcpu, self.poll)
 
     def poll(self, vcpu: Vcpu) -> Code:
-        """virtnet_poll(): up to 64 frames, refill, complete and re-enable callbacks."""
+        """virtnet_poll() as in 4.1: up to 64 skbs (a GRO'd packet is one skb, whatever
+        buffers it filled: receive_mergeable takes them itself), then, once more than half the
+        ring is free, refill it all (try_fill_recv) and kick if vhost asked; complete and
+        re-enable callbacks."""
         k = self.guest.vm.kernel
         self.napi_polls += 1
         done = 0
@@ -217,13 +222,13 @@ class GuestVirtioNet:
             got = self.rxvq.get_used()
             if got is None:
                 break
-            nbufs, pkt = got
+            _nbufs, pkt = got
             # one skb per used entry (receive_mergeable joins a GRO'd packet's buffers)
             yield k.costs.guest_rx_per_packet
             pkt.stamps.setdefault("guest_napi", k.sim.now)
-            done += nbufs
-            self.rx_frames += nbufs
-            self.rxvq.add_buf(None, nbufs)  # refill (try_fill_recv, in one go)
+            done += 1
+            self.rx_frames += pkt.npkts
+            self._account_len(pkt.nbytes)
             sock = self.demux(pkt)
             if sock is not None:
                 sock.deliver(pkt)
@@ -235,9 +240,24 @@ class GuestVirtioNet:
                 self.guest.raise_napi(vcpu, self.poll)
         else:
             self.guest.raise_napi(vcpu, self.poll)
-        if self.rxvq.kick_prepare():  # refilled buffers: tell vhost if it waits for them
-            yield from vcpu.exit_and_enter("ioeventfd")
-            self.kick_host_rx(vcpu.task.cpu)
+        rxvq = self.rxvq
+        if rxvq.num_free > rxvq.num // 2:
+            rxvq.buf_len = self._mergeable_buf_len()
+            rxvq.add_buf(None, rxvq.num_free)  # try_fill_recv: fill the ring
+            if rxvq.kick_prepare():  # tell vhost if it waits for buffers
+                yield from vcpu.exit_and_enter("ioeventfd")
+                self.kick_host_rx(vcpu.task.cpu)
+
+    def _account_len(self, nbytes: int) -> None:
+        """ewma_add(&rq->mrg_avg_pkt_len, len): weight 64 (RECEIVE_AVG_WEIGHT)."""
+        avg = self.avg_pkt_len
+        self.avg_pkt_len = (avg * 63 + nbytes) // 64 if avg else nbytes
+
+    def _mergeable_buf_len(self) -> int:
+        """get_mergeable_buf_len(): header plus the average packet length clamped to
+        [GOOD_PACKET_LEN, PAGE_SIZE - header], aligned to MERGEABLE_BUFFER_ALIGN (256)."""
+        length = MRG_RXBUF_HDR + min(max(self.avg_pkt_len, GOOD_PACKET_LEN), 4096 - MRG_RXBUF_HDR)
+        return -(-length // 256) * 256
 
     def sendto(self, pkt: Packet, vcpu: Vcpu, syscall: bool = True) -> Code:
         """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit).

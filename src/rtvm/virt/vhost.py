@@ -1,14 +1,15 @@
 """vhost-net (drivers/vhost/net.c, vhost.c): one worker task per VM NIC running queued works.
 
-The worker (``vhost-<pid>``) drains its work list in order; ``handle_rx`` copies frames from
-the tap's queue into the guest's RX buffers and ``handle_tx`` sends the guest's TX buffers into
-the host stack. A handler run stops after VHOST_NET_WEIGHT (512 KiB) and requeues itself at the
-tail (vhost_poll_queue), so other works on the same worker run in between; 5.1 added a packet
-weight, VHOST_NET_PKT_WEIGHT (256 skbs, vhost_exceeds_weight). 4.1's handle_rx updates the used
-ring and signals after every packet (vhost_add_used_and_signal_n), through vhost_notify's
-event-index check and the irqfd; later kernels batch the used updates and signal every
-VHOST_NET_BATCH (64) used buffers and at the end of a run (vhost_net_signal_used). Which one
-runs follows the kernel generation (Generation.version).
+The worker (``vhost-<pid>``) drains its work list in order; ``handle_rx`` copies packets from
+the tap's queue into the guest's RX buffers (a packet fills as many of the guest's mergeable
+buffers as its size needs, Virtqueue.rx_buffers) and ``handle_tx`` sends the guest's TX buffers
+into the host stack. A handler run stops after VHOST_NET_WEIGHT (512 KiB) and requeues itself
+at the tail (vhost_poll_queue), so other works on the same worker run in between; 5.1 added a
+packet weight, VHOST_NET_PKT_WEIGHT (256 skbs, vhost_exceeds_weight). 4.1's handle_rx updates
+the used ring and signals after every packet (vhost_add_used_and_signal_n), through
+vhost_notify's event-index check and the irqfd; later kernels batch the used updates and signal
+every VHOST_NET_BATCH (64) used buffers and at the end of a run (vhost_net_signal_used). Which
+one runs follows the kernel generation (Generation.version).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VHOST_NET_PKT_WEIGHT = 256
 PKT_WEIGHT_SINCE = (5, 1)  # vhost_exceeds_weight (CVE-2019-3900)
 VHOST_NET_BATCH = 64
 BATCHED_SINCE = (4, 20)  # vhost_net: batched used-ring updates in handle_rx (2018)
-TAP_QUEUE_LEN = 1000  # tun txqueuelen default, in frames
+TUN_READQ_SIZE = 500  # tun's default tx_queue_len: skbs queued on the tap socket
 RUNS_KEPT = 256
 
 Work = Callable[[Task], Code]
@@ -98,7 +99,6 @@ class VhostNet:
         #: called for each frame handed to the guest (the testbed's probes)
         self.on_rx_used: Callable[[Packet], None] | None = None
         self.tap: deque[Packet] = deque()
-        self.tap_frames = 0
         self.rx_frames = 0
         self.tx_frames = 0
         self.rx_copies = 0  # host kernel -> guest buffer
@@ -109,11 +109,10 @@ class VhostNet:
 
     # -- from the host stack (tun_net_xmit): runs in the softirq's context ----------------
     def tap_xmit(self, pkt: Packet, waker: Any = None) -> None:
-        if self.tap_frames + pkt.npkts > TAP_QUEUE_LEN:
+        if len(self.tap) >= TUN_READQ_SIZE:  # tun_net_xmit: a full socket queue drops
             self.kernel.count_drop("tap_full", pkt)
             return
         self.tap.append(pkt)
-        self.tap_frames += pkt.npkts
         self.worker.queue(self.handle_rx, waker)  # vhost_poll_wakeup on the tap socket
 
     def kick(self, waker: Any = None) -> None:
@@ -129,7 +128,7 @@ class VhostNet:
     def handle_rx(self, t: Task) -> Code:
         vq = self.rxvq
         c = self.kernel.costs
-        frames = nbytes = since_signal = 0
+        skbs = nbytes = since_signal = 0
         version = self.kernel.gen.version
         batch = VHOST_NET_BATCH if version >= BATCHED_SINCE else 0
         pkt_weight = VHOST_NET_PKT_WEIGHT if version >= PKT_WEIGHT_SINCE else None
@@ -139,31 +138,31 @@ class VhostNet:
         vq.disable_notify()
         while self.tap:
             pkt = self.tap[0]
-            if not vq.take_avail_buffers(pkt.npkts):
+            nbufs = vq.rx_buffers(pkt.nbytes)
+            if not vq.take_avail_buffers(nbufs):
                 # Out of guest buffers: ask for a kick on the next refill, then recheck
                 # (vhost_enable_notify closes the race with a refill that just happened).
-                if vq.enable_notify() or vq.avail_pending < pkt.npkts:
+                if vq.enable_notify() or vq.avail_pending < nbufs:
                     self.waits_for_buffers += 1
                     break
                 vq.disable_notify()
                 continue
             self.tap.popleft()
-            self.tap_frames -= pkt.npkts
             self.rx_copies += 1
             # per skb (a GRO'd skb fills several mergeable buffers in one run) + the copy
             yield self._copy_cost(pkt) + c.vhost_rx_per_packet
             pkt.stamps.setdefault("vhost_rx", self.kernel.sim.now)
-            vq.push_used(pkt, pkt.npkts)
+            vq.push_used(pkt, nbufs)
             if self.on_rx_used is not None:
                 self.on_rx_used(pkt)
-            frames += pkt.npkts
+            skbs += 1
             nbytes += pkt.nbytes
-            since_signal += pkt.npkts
+            since_signal += nbufs
             self.rx_frames += pkt.npkts
             if since_signal > batch:
                 since_signal = 0
                 self._signal(vq)
-            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and frames >= pkt_weight):
+            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and skbs >= pkt_weight):
                 self.requeues += 1
                 self.worker.queue(self.handle_rx, t.cpu)  # over its weight: requeue
                 break
@@ -177,7 +176,7 @@ class VhostNet:
         if stall:
             yield stall
         vq.disable_notify()
-        frames = nbytes = 0
+        skbs = nbytes = 0
         pkt_weight = VHOST_NET_PKT_WEIGHT if self.kernel.gen.version >= PKT_WEIGHT_SINCE else None
         while True:
             got = vq.pop_avail()
@@ -192,10 +191,10 @@ class VhostNet:
             pkt.stamps.setdefault("vhost_tx", self.kernel.sim.now)
             yield from self.transmit(pkt, t)
             vq.push_used(None, nbufs)
-            frames += pkt.npkts
+            skbs += 1
             nbytes += pkt.nbytes
             self.tx_frames += pkt.npkts
-            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and frames >= pkt_weight):
+            if nbytes >= VHOST_NET_WEIGHT or (pkt_weight is not None and skbs >= pkt_weight):
                 self.requeues += 1
                 self.worker.queue(self.handle_tx, t.cpu)
                 break

@@ -23,11 +23,19 @@ def vring_need_event(event_idx: int, new_idx: int, old: int) -> bool:
     return ((new_idx - event_idx - 1) & U16) < ((new_idx - old) & U16)
 
 
+#: virtio_net_hdr_mrg_rxbuf, at the head of a packet's first mergeable RX buffer
+MRG_RXBUF_HDR = 12
+ETH_HLEN = 14
+
+
 class Virtqueue:
     def __init__(self, name: str, num: int = 256, event_idx: bool = True) -> None:
         self.name = name
         self.num = num
         self.event_idx = event_idx
+        #: the size of the RX buffers the driver posts (mergeable buffers); the guest driver
+        #: sets it (get_mergeable_buf_len), 1536 is what it posts for small packets
+        self.buf_len = 1536
         # published by the driver
         self.avail_idx = 0
         self.used_event = 0
@@ -58,6 +66,16 @@ class Virtqueue:
     def used_pending(self) -> int:
         """Buffers returned by the device that the driver has not consumed."""
         return (self.used_idx - self.last_used_idx) & U16
+
+    @property
+    def num_free(self) -> int:
+        """Descriptors the driver has free (not published, or returned and consumed)."""
+        return self.num - self.in_flight
+
+    def rx_buffers(self, nbytes: int) -> int:
+        """How many of the posted RX buffers a packet of ``nbytes`` (IP) fills, with its
+        Ethernet and virtio-net headers (vhost's get_rx_bufs, mergeable RX buffers)."""
+        return max(1, -(-(MRG_RXBUF_HDR + ETH_HLEN + nbytes) // self.buf_len))
 
     @property
     def in_flight(self) -> int:
