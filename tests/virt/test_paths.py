@@ -53,6 +53,18 @@ def test_conventional_outsourcing_uses_virtual_interrupts():
     assert p.sock.virqs == 2 and p.vm.vcpus[0].injections == 2
 
 
+def test_a_second_request_for_a_receiver_already_woken_costs_no_extra_rpc():
+    """Two requests 1 us apart to a blocked server: the first event makes the server
+    runnable; the second finds it so and wakes no one (its data waits for the next recvfrom),
+    so the server makes the same RPCs as for two requests far apart, less the one blocking
+    call between them (here 6 against 7). The second MSI merges into the pending one."""
+    near = _run("outsourcing", "virq", times=(1 * MS, 1 * MS + 1_000))
+    far = _run("outsourcing", "virq", times=(1 * MS, 4 * MS))
+    assert len(near.client.stats.completed()) == 2 and len(far.client.stats.completed()) == 2
+    assert near.vm.vcpus[0].merged_injections == 1
+    assert near.sock.rpcs == far.sock.rpcs - 1
+
+
 def test_segments_add_up_and_are_ordered():
     for io, wake in (("virtio", "idle"), ("outsourcing", "idle"), ("outsourcing", "virq")):
         p = _run(io, wake, times=(1 * MS, 4 * MS))

@@ -245,8 +245,10 @@ class GuestVirtioNet:
             rxvq.buf_len = self._mergeable_buf_len()
             rxvq.add_buf(None, rxvq.num_free)  # try_fill_recv: fill the ring
             if rxvq.kick_prepare():  # tell vhost if it waits for buffers
-                yield from vcpu.exit_and_enter("ioeventfd")
+                vcpu._exit("ioeventfd")  # the ioeventfd write wakes vhost during the exit
                 self.kick_host_rx(vcpu.task.cpu)
+                yield k.costs.vm_exit_entry
+                vcpu._enter()
 
     def _account_len(self, nbytes: int) -> None:
         """ewma_add(&rq->mrg_avg_pkt_len, len): weight 64 (RECEIVE_AVG_WEIGHT)."""

@@ -229,12 +229,6 @@ class Vcpu:
         return bool(self.pending_irqs) or self.vm.guest.has_work(self)
 
     # -- exits and entries (with the per-request probes) -----------------------------------
-    def exit_and_enter(self, reason: str) -> Code:
-        """A VM exit handled in the host kernel, then the entry (e.g. an ioeventfd write)."""
-        self._exit(reason)
-        yield self.kernel.costs.vm_exit_entry
-        self._enter()
-
     def _external_interrupt_exit(self) -> int:
         """A host interrupt (a device's, a reschedule IPI) arrived in guest mode: VM exit,
         the host runs its handler, VM entry. Returns the exit and entry's CPU time; ends the

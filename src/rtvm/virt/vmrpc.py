@@ -77,8 +77,13 @@ class OutsourcedSocket:
         yield self.vm.kernel.costs.vmrpc_call
         while self.vm.events:
             sock = self.vm.events.popleft()
-            if sock.waiting is not None:
-                self.vm.guest.wake(sock.waiting)
+            gt = sock.waiting
+            if gt is not None:
+                # made runnable: what arrives from now on it finds at its next recvfrom, and
+                # a second event for the same socket wakes no one (try_to_wake_up on a
+                # running task does nothing)
+                sock.waiting = None
+                self.vm.guest.wake(gt)
 
     def _extended_idle(self, vcpu: Vcpu) -> Code | None:
         if vcpu is self.vcpu and self.vm.events:
