@@ -8,7 +8,7 @@ vCPU running the UDP RR server, a housekeeping vCPU) on the RT 10 GbE link, and 
 receiver VMs (one vCPU each, an iperf-like reader) on two other 10 GbE links.
 
 The RT path's code has cache footprints: each stage that runs for an RT frame (host RX, vhost,
-the vCPU's return from halt, the guest network stack or the VMRPC socket path, host TX) touches
+KVM's exit and entry code, the guest network stack or the VMRPC socket path, host TX) touches
 a footprint in proportion to the code it runs (``rt_stage_ws_bytes_per_us`` per microsecond of
 the stage's warm CPU cost, RT_STAGE_CODE) and the server touches ``rt_server_ws_bytes``; what
 heavy traffic streamed through the LLC since costs misses (kernel/llc.py). The host stages are

@@ -394,3 +394,24 @@ def test_guest_refills_its_rx_ring_only_once_more_than_half_is_free():
     k.sim.run(until=2_000 * US)
     assert len(got) == 3 and rxvq.num_free == 0  # 129 free: refilled, in page-sized buffers
     assert rxvq.buf_len == 4096 and rxvq.rx_buffers(big[0].nbytes) == 16
+
+
+def test_every_vm_exit_runs_kvms_exit_code_so_another_vcpus_exits_keep_it_warm():
+    """KVM's exit and entry code (the ``host/kvm`` owner) runs on every exit, whatever its
+    reason: a vCPU that only takes external-interrupt exits keeps those lines resident for a
+    halted vCPU's return, which then misses only on what streamed since."""
+    from rtvm.kernel.llc import Llc
+
+    k = Kernel(Simulator(1), 2, "4.1-rt")
+    llc = Llc(8 * 1024 * 1024, 64, 65)
+    llc.register("host/kvm", 30_000)
+    busy, idle = Vm(k, "busy", llc=llc), Vm(k, "idle", llc=llc)
+    a = busy.add_vcpu(SCHED_OTHER, 0, {0})
+    b = idle.add_vcpu(SCHED_FIFO, 47, {1})
+    a.ws_owner = b.ws_owner = "host/kvm"
+    llc.stream(64 * 1024 * 1024)  # 8x the LLC since anyone ran the KVM code: all lost
+    cold = a._external_interrupt_exit() - k.costs.vm_exit_entry
+    assert cold >= 469 * 65 * 0.99  # ~469 lines of 64 B, each a miss
+    llc.stream(64 * 1024)
+    warm = b.kvm_stall()  # 64 KB streamed since a's exit: a few lines lost
+    assert 0 < warm < cold / 50

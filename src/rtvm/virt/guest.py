@@ -247,7 +247,7 @@ class GuestVirtioNet:
             if rxvq.kick_prepare():  # tell vhost if it waits for buffers
                 vcpu._exit("ioeventfd")  # the ioeventfd write wakes vhost during the exit
                 self.kick_host_rx(vcpu.task.cpu)
-                yield k.costs.vm_exit_entry
+                yield k.costs.vm_exit_entry + vcpu.kvm_stall()
                 vcpu._enter()
 
     def _account_len(self, nbytes: int) -> None:
@@ -279,5 +279,5 @@ class GuestVirtioNet:
         if self.txvq.kick_prepare():
             vcpu._exit("ioeventfd")
             self.kick_host(vcpu.task.cpu)
-            yield k.costs.vm_exit_entry
+            yield k.costs.vm_exit_entry + vcpu.kvm_stall()
             vcpu._enter()

@@ -88,7 +88,7 @@ class Vcpu:
         self.running_thread: GuestThread | None = None
         self.kick_in_flight = False  # a kick's IPI is on its way (EXITING_GUEST_MODE)
         self.kick_requested = False  # the next exit must end the guest run (a notify)
-        #: LLC owner touched when the vCPU comes back from halt (KVM and vCPU state), if any
+        #: LLC owner of KVM's exit and entry code, touched on every exit (kvm_stall), if any
         self.ws_owner: str | None = None
         # counters
         self.exits = 0
@@ -220,9 +220,7 @@ class Vcpu:
                 yield BLOCK  # kvm_vcpu_block -> schedule()
             self.halted = False
         hp.update(self.kernel.sim.now - start, polled_ok)
-        llc = self.vm.llc
-        stall = llc.touch(self.ws_owner) if self.ws_owner is not None and llc else 0
-        yield c.vm_exit_entry // 2 + stall
+        yield c.vm_exit_entry // 2 + self.kvm_stall()  # the entry after the wait: its lines
         self._enter()
 
     def has_guest_work(self) -> bool:
@@ -236,7 +234,14 @@ class Vcpu:
         self.exits += 1
         self.vm.on_exit(self, "external_interrupt")
         self._sched_out()
-        return self.kernel.costs.vm_exit_entry
+        return self.kernel.costs.vm_exit_entry + self.kvm_stall()
+
+    def kvm_stall(self) -> int:
+        """The LLC stall of KVM's exit and entry code (vmx_vcpu_run, vcpu_enter_guest, the
+        exit dispatch), which every exit runs, whatever its reason: the misses on the lines
+        of ``ws_owner`` lost since any vCPU last ran it."""
+        llc = self.vm.llc
+        return llc.touch(self.ws_owner) if self.ws_owner is not None and llc else 0
 
     def _sched_out(self) -> None:
         """Out of guest mode without a KVM exit of its own: an external-interrupt exit, or

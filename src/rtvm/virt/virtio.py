@@ -34,7 +34,10 @@ class Virtqueue:
         self.num = num
         self.event_idx = event_idx
         #: the size of the RX buffers the driver posts (mergeable buffers); the guest driver
-        #: sets it (get_mergeable_buf_len), 1536 is what it posts for small packets
+        #: sets it at each refill (get_mergeable_buf_len), 1536 is what it posts for small
+        #: packets. One size for the whole ring: buffers posted before a refill changed it
+        #: count at the new size (4.1 keeps each buffer's own; in the testbed that touches
+        #: only the first heavy packets, inside the warm-up)
         self.buf_len = 1536
         # published by the driver
         self.avail_idx = 0

@@ -103,7 +103,7 @@ class OutsourcedSocket:
             yield c.syscall + c.vmrpc_call + self._touch()
             self.rpcs += 1
             vcpu._exit("vmrpc")
-            yield c.vm_exit_entry // 2
+            yield c.vm_exit_entry // 2 + vcpu.kvm_stall()
             if self.queue:
                 pkt = self.queue.popleft()
                 self.rx_copies += 1
@@ -138,7 +138,7 @@ class OutsourcedSocket:
         self.rpcs += 1
         pkt.stamps.setdefault("vm_exit", k.sim.now)
         vcpu._exit("vmrpc")
-        yield c.vm_exit_entry // 2
+        yield c.vm_exit_entry // 2 + vcpu.kvm_stall()
         self.tx_copies += 1
         self.copied_bytes += pkt.nbytes
         if self.vm.llc is not None:
