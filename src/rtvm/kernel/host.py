@@ -397,25 +397,24 @@ class Kernel:
     def _requeue_after_prio_change(
         self, t: Task, was_queued: bool, old: int, by: Cpu | None = None
     ) -> None:
-        cpu = t.cpu
-        src = by if by is not None else cpu
+        cpu = t.cpu  # ``by`` None: done on ``cpu`` itself (local kick and resched)
         if was_queued or (t is cpu.curr and t.state == RUNNING):
             # dequeue_task() + enqueue_task() of a task on its runqueue (curr included) take
             # nr_running down and up again: add_nr_running() sees the count without it
-            add_nr_running(cpu, nr_running_change(cpu, t), src)
+            add_nr_running(cpu, nr_running_change(cpu, t), by)
         if was_queued:
             if t.prio == 0:
                 cpu.account()  # enqueue_entity() -> update_curr()
             cpu.rq.enqueue(t)
-            self._check_preempt(cpu, t, src)
+            self._check_preempt(cpu, t, by)
         elif t is cpu.curr:
             if old > 0 and t.prio == 0:
                 # switched_to_fair(): back in CFS, its slice starts again (set_curr_task_fair)
                 # and the running task is rescheduled at once, to let CFS pick
                 t.slice_exec_start = t.exec_ns
-                self.resched_curr(cpu, src)
+                self.resched_curr(cpu, by)
             elif cpu.rq.best_prio() > t.prio:
-                self.resched_curr(cpu, src)  # lowered below a queued task
+                self.resched_curr(cpu, by)  # lowered below a queued task
 
     # -- RT throttling ---------------------------------------------------------------------
     def _arm_rt_period(self) -> None:

@@ -194,7 +194,8 @@ def do_softirq_loop(cpu: Cpu, ctx: Context, exclude: int = 0) -> Code:
     time_before(jiffies, end)): at HZ=1000 it ends 1 to 2 ms after the start, at the jiffy."""
     s = cpu.softirq
     jiffy = cpu.kernel.jiffy_ns
-    end = (cpu.sim.now // jiffy - (-MAX_SOFTIRQ_TIME_NS // jiffy)) * jiffy
+    limit_jiffies = -(-MAX_SOFTIRQ_TIME_NS // jiffy)  # msecs_to_jiffies() rounds up
+    end = (cpu.sim.now // jiffy + limit_jiffies) * jiffy
     restart = MAX_SOFTIRQ_RESTART
     while True:
         pending = s.pending & ~exclude

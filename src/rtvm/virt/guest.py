@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rtvm.kernel.napi import NAPI_POLL_WEIGHT
 from rtvm.kernel.task import Code
 from rtvm.virt.vhost import copy_ns
-from rtvm.virt.virtio import MRG_RXBUF_HDR, Virtqueue
+from rtvm.virt.virtio import Virtqueue, mergeable_buf_len
 
 if TYPE_CHECKING:
     from rtvm.kernel.nic import Packet
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from rtvm.virt.vm import Vm
 
 GUEST_BLOCK = object()
-GOOD_PACKET_LEN = 1518  # ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN: virtio-net's smallest RX buffer
 
 
 class GuestThread:
@@ -242,7 +241,7 @@ class GuestVirtioNet:
             self.guest.raise_napi(vcpu, self.poll)
         rxvq = self.rxvq
         if rxvq.num_free > rxvq.num // 2:
-            rxvq.buf_len = self._mergeable_buf_len()
+            rxvq.buf_len = mergeable_buf_len(self.avg_pkt_len)
             rxvq.add_buf(None, rxvq.num_free)  # try_fill_recv: fill the ring
             if rxvq.kick_prepare():  # tell vhost if it waits for buffers
                 vcpu._exit("ioeventfd")  # the ioeventfd write wakes vhost during the exit
@@ -254,12 +253,6 @@ class GuestVirtioNet:
         """ewma_add(&rq->mrg_avg_pkt_len, len): weight 64 (RECEIVE_AVG_WEIGHT)."""
         avg = self.avg_pkt_len
         self.avg_pkt_len = (avg * 63 + nbytes) // 64 if avg else nbytes
-
-    def _mergeable_buf_len(self) -> int:
-        """get_mergeable_buf_len(): header plus the average packet length clamped to
-        [GOOD_PACKET_LEN, PAGE_SIZE - header], aligned to MERGEABLE_BUFFER_ALIGN (256)."""
-        length = MRG_RXBUF_HDR + min(max(self.avg_pkt_len, GOOD_PACKET_LEN), 4096 - MRG_RXBUF_HDR)
-        return -(-length // 256) * 256
 
     def sendto(self, pkt: Packet, vcpu: Vcpu, syscall: bool = True) -> Code:
         """sendto() on the virtio path: UDP/IP in the guest, virtqueue_add, kick (VM exit).

@@ -106,6 +106,11 @@ class VhostNet:
         self.copied_bytes = 0
         self.requeues = 0
         self.waits_for_buffers = 0
+        # what the kernel generation's vhost does (fixed for the run): signal after this many
+        # used buffers (0: after every packet, 4.1), and stop a run after this many skbs
+        version = kernel.gen.version
+        self.signal_batch = VHOST_NET_BATCH if version >= BATCHED_SINCE else 0
+        self.pkt_weight = VHOST_NET_PKT_WEIGHT if version >= PKT_WEIGHT_SINCE else None
 
     # -- from the host stack (tun_net_xmit): runs in the softirq's context ----------------
     def tap_xmit(self, pkt: Packet, waker: Any = None) -> None:
@@ -129,9 +134,7 @@ class VhostNet:
         vq = self.rxvq
         c = self.kernel.costs
         skbs = nbytes = since_signal = 0
-        version = self.kernel.gen.version
-        batch = VHOST_NET_BATCH if version >= BATCHED_SINCE else 0
-        pkt_weight = VHOST_NET_PKT_WEIGHT if version >= PKT_WEIGHT_SINCE else None
+        batch, pkt_weight = self.signal_batch, self.pkt_weight
         stall = self._touch()
         if stall:
             yield stall
@@ -177,7 +180,7 @@ class VhostNet:
             yield stall
         vq.disable_notify()
         skbs = nbytes = 0
-        pkt_weight = VHOST_NET_PKT_WEIGHT if self.kernel.gen.version >= PKT_WEIGHT_SINCE else None
+        pkt_weight = self.pkt_weight
         while True:
             got = vq.pop_avail()
             if got is None:

@@ -26,6 +26,16 @@ def vring_need_event(event_idx: int, new_idx: int, old: int) -> bool:
 #: virtio_net_hdr_mrg_rxbuf, at the head of a packet's first mergeable RX buffer
 MRG_RXBUF_HDR = 12
 ETH_HLEN = 14
+GOOD_PACKET_LEN = 1518  # ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN: virtio-net's smallest RX buffer
+PAGE_SIZE = 4096
+MERGEABLE_BUFFER_ALIGN = 256
+
+
+def mergeable_buf_len(avg_pkt_len: int) -> int:
+    """virtio-net's get_mergeable_buf_len(): header plus the average packet length clamped to
+    [GOOD_PACKET_LEN, PAGE_SIZE - header], aligned to MERGEABLE_BUFFER_ALIGN."""
+    length = MRG_RXBUF_HDR + min(max(avg_pkt_len, GOOD_PACKET_LEN), PAGE_SIZE - MRG_RXBUF_HDR)
+    return -(-length // MERGEABLE_BUFFER_ALIGN) * MERGEABLE_BUFFER_ALIGN
 
 
 class Virtqueue:
@@ -34,11 +44,11 @@ class Virtqueue:
         self.num = num
         self.event_idx = event_idx
         #: the size of the RX buffers the driver posts (mergeable buffers); the guest driver
-        #: sets it at each refill (get_mergeable_buf_len), 1536 is what it posts for small
-        #: packets. One size for the whole ring: buffers posted before a refill changed it
-        #: count at the new size (4.1 keeps each buffer's own; in the testbed that touches
-        #: only the first heavy packets, inside the warm-up)
-        self.buf_len = 1536
+        #: sets it at each refill (mergeable_buf_len of its average packet length); it starts
+        #: at the small-packet size. One size for the whole ring: buffers posted before a
+        #: refill changed it count at the new size (4.1 keeps each buffer's own; in the
+        #: testbed that touches only the first heavy packets, inside the warm-up)
+        self.buf_len = mergeable_buf_len(0)
         # published by the driver
         self.avail_idx = 0
         self.used_event = 0
