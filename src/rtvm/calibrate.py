@@ -229,6 +229,68 @@ def rewrite_profile(text: str, values: dict[str, int], note: str) -> str:
 _NOTE_PREFIXES = ("# fitted by rtvm calibrate", "# best so far of rtvm calibrate", "# candidate")
 
 
+def profile_source(profile: Path | None) -> Path:
+    """The profile file a run starts from: ``profile``, or the embedded testbed profile."""
+    if profile is not None:
+        return profile
+    from importlib import resources
+
+    return Path(str(resources.files("rtvm.profiles").joinpath("testbed.toml")))
+
+
+class CandidateRunner:
+    """Runs the calibration table's methods on the starting profile with some costs replaced.
+
+    A candidate is the starting profile's text with the given costs' ``value`` lines rewritten
+    (``rewrite_profile``), in a temporary file private to this runner, so runs never share
+    candidates. With ``out``, every candidate's finished methods are kept under
+    ``out/checkpoints/<hash of the candidate's text>/``: a search or a sweep is deterministic,
+    so the same command run again after an interruption replays from disk what it had
+    evaluated and simulates only the rest. Use it as a context manager (the temporary
+    directory goes with the block)."""
+
+    def __init__(
+        self,
+        src_path: Path,
+        duration: float,
+        seed: int,
+        out: Path | None,
+        methods: tuple[str, ...] | None = None,
+    ) -> None:
+        self.src_path = src_path
+        self.duration = duration
+        self.seed = seed
+        self.out = out
+        self.methods = methods
+        self.evaluated = 0
+        self._workdir: Path | None = None
+
+    def __enter__(self) -> CandidateRunner:
+        self._workdir = Path(tempfile.mkdtemp(prefix="rtvm-candidates-"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __call__(self, vals: dict[str, int]) -> list[dict[str, Any]]:
+        """The methods' rows with the costs in ``vals`` replaced (all others as the profile)."""
+        from rtvm.experiments import simple_rt as exp
+
+        if self._workdir is None:
+            raise RuntimeError("CandidateRunner is used outside its with block")
+        text = rewrite_profile(self.src_path.read_text("utf-8"), vals, "candidate")
+        tmp = atomic_write_text(self._workdir / "candidate.toml", text)
+        ckpt = None
+        if self.out is not None:
+            ckpt = self.out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        methods = self.methods or exp.PAPER_METHODS
+        res = exp.run(self.duration, self.seed, methods, str(tmp), checkpoints=ckpt)
+        self.evaluated += 1
+        return [r.row for r in res.values()]
+
+
 @click.command(
     cls=click.Command,
     epilog=command_epilog(
@@ -273,37 +335,12 @@ def calibrate(
     as_json: bool,
 ) -> None:
     """Fit the profile's "fitted" costs against the calibration table (DESIGN.md 3)."""
-    from rtvm.experiments import simple_rt as exp
-
     try:
         base = load_profile(profile)
     except (ValueError, OSError) as e:
         fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
-    if profile is None:
-        from importlib import resources
-
-        src_path = Path(str(resources.files("rtvm.profiles").joinpath("testbed.toml")))
-    else:
-        src_path = profile
+    src_path = profile_source(profile)
     t0 = time.perf_counter()
-
-    workdir = Path(tempfile.mkdtemp(prefix="rtvm-calibrate-"))
-
-    evaluated: list[str] = []
-
-    def evaluate(vals: dict[str, int]) -> list[dict[str, Any]]:
-        tmp = workdir / "candidate.toml"  # private to this run: runs never share candidates
-        text = rewrite_profile(src_path.read_text("utf-8"), vals, "candidate")
-        atomic_write_text(tmp, text)
-        # With --out every candidate's methods are kept (checkpoints/<profile hash>/): the
-        # search is deterministic, so an interrupted calibration run again replays the
-        # candidates it had evaluated from disk and simulates only the new ones.
-        ckpt = None
-        if out is not None:
-            ckpt = out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        res = exp.run(duration, seed, profile=str(tmp), checkpoints=ckpt)
-        evaluated.append(str(vals))
-        return [r.row for r in res.values()]
 
     def save_best(vals: dict[str, int], j: float) -> None:
         if out is not None:
@@ -314,19 +351,18 @@ def calibrate(
             text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
             atomic_write_text(out / "testbed.best-so-far.toml", text)
 
-    try:
-        vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
-    except KeyboardInterrupt:
-        kept = (
-            f"{len(evaluated)} evaluated candidates kept in {out / 'checkpoints'} (the same "
-            "command again replays them from disk); the best so far is in "
-            f"{out / 'testbed.best-so-far.toml'}"
-            if out is not None
-            else "nothing kept (with --out DIR every evaluated candidate is kept)"
-        )
-        raise Interrupted(kept) from None
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with CandidateRunner(src_path, duration, seed, out) as evaluate:
+        try:
+            vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
+        except KeyboardInterrupt:
+            kept = (
+                f"{evaluate.evaluated} evaluated candidates kept in {out / 'checkpoints'} (the "
+                "same command again replays them from disk); the best so far is in "
+                f"{out / 'testbed.best-so-far.toml'}"
+                if out is not None
+                else "nothing kept (with --out DIR every evaluated candidate is kept)"
+            )
+            raise Interrupted(kept) from None
     note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"
     text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
     written = []

@@ -45,6 +45,7 @@ def _register() -> None:
         ("rtvm.experiments.cli", "reproduce"),
         ("rtvm.sim_cli", "sim"),
         ("rtvm.calibrate", "calibrate"),
+        ("rtvm.sensitivity", "sensitivity"),
         ("rtvm.measure.cli", "measure"),
     ):
         main.add_command(getattr(import_module(module), name))

@@ -1,0 +1,291 @@
+"""``rtvm sensitivity``: which cost of the profile moves which cell of the calibration table.
+
+The profile's "estimate" costs come with a cited range, not a measurement, and its "fitted"
+ones with a fit; a user who wants to know how far to trust a cell, or what a different host
+would change, asks how the cells depend on them. For each chosen cost, the four methods run
+with that cost alone scaled by ``step`` and by ``1 / step`` (same seed, same length, every
+other cost as the profile), and each cell gets its elasticity, the central difference
+
+    e = (ln cell(up) - ln cell(down)) / (ln value(up) - ln value(down)),
+
+so e = 0.5 says that 10% more of the cost gives about 5% more of the cell. Both runs are kept
+in the result (``<cell>_up`` / ``<cell>_down``), so a cell that does not move monotonically can
+be seen as such. A cost of 0 cannot be scaled and is left out with a note.
+
+It answers the question of the fidelity bars too: a cell the model misses can be reached by
+one cost only if that cost moves it (and at what price in the other cells).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from rtvm.calibrate import CandidateRunner, profile_source
+from rtvm.cli_support import (
+    Interrupted,
+    RunFailed,
+    atomic_write_json,
+    command_epilog,
+    console,
+    emit_json,
+    fail_input,
+    result_envelope,
+)
+from rtvm.experiments.published import SIMPLE_RT
+from rtvm.kernel.profile import STATUSES, CostProfile, load_profile
+
+#: the cells whose elasticity is reported: the calibration table's and the CPU figure
+CELLS: tuple[str, ...] = ("mean_us", "p99_us", "sd_us", "heavy_gbps", "cpu_util_pct")
+#: the methods of the calibration table, in the paper's order (kept here: importing
+#: rtvm.methods would load the simulation core for --help)
+METHODS: tuple[str, ...] = tuple(r["method"] for r in SIMPLE_RT)
+#: costs scaled by default: those without a direct source
+DEFAULT_STATUSES: tuple[str, ...] = ("estimate", "fitted")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One cost and the two values it is run at."""
+
+    cost: str
+    value: int
+    status: str
+    up: int
+    down: int
+
+
+def perturbations(
+    profile: CostProfile, costs: tuple[str, ...] | None, step: float
+) -> tuple[list[Perturbation], list[str]]:
+    """The costs to scale (``costs``, or every estimate and fitted one) with their up and down
+    values, and a note for each left out (0 cannot be scaled; a step too small for an integer
+    cost leaves it where it is)."""
+    names = costs or tuple(k for k, c in profile.entries.items() if c.status in DEFAULT_STATUSES)
+    out: list[Perturbation] = []
+    skipped: list[str] = []
+    for name in names:
+        c = profile.entries[name]
+        up, down = round(c.value * step), round(c.value / step)
+        if c.value == 0:
+            skipped.append(f"{name}: its value is 0, which no factor moves")
+        elif up == c.value or down == c.value:
+            skipped.append(f"{name}: {c.value} does not move by a step of {step:g}")
+        else:
+            out.append(Perturbation(name, c.value, c.status, up, down))
+    return out, skipped
+
+
+def elasticity(up: float, down: float, value_up: int, value_down: int) -> float | None:
+    """d ln(cell) / d ln(cost) by the central difference; None if a cell is not positive."""
+    if up <= 0 or down <= 0:
+        return None
+    return math.log(up / down) / math.log(value_up / value_down)
+
+
+def sensitivity_rows(
+    p: Perturbation, up_rows: list[dict[str, Any]], down_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One flat row per method: the cost, its two values, each cell there and its elasticity."""
+    down_of = {r["method"]: r for r in down_rows}
+    rows = []
+    for u in up_rows:
+        d = down_of[u["method"]]
+        row: dict[str, Any] = {
+            "cost": p.cost,
+            "status": p.status,
+            "value": p.value,
+            "value_up": p.up,
+            "value_down": p.down,
+            "method": u["method"],
+        }
+        for cell in CELLS:
+            row[f"{cell}_up"] = u[cell]
+            row[f"{cell}_down"] = d[cell]
+            e = elasticity(float(u[cell] or 0.0), float(d[cell] or 0.0), p.up, p.down)
+            row[f"{_short(cell)}_elasticity"] = None if e is None else round(e, 3)
+        rows.append(row)
+    return rows
+
+
+def _short(cell: str) -> str:
+    """mean_us -> mean, heavy_gbps -> heavy_gbps: an elasticity has no unit."""
+    return cell.removesuffix("_us").removesuffix("_pct")
+
+
+def _parse_costs(spec: str | None, profile: CostProfile) -> tuple[str, ...] | None:
+    """``--costs``: None (the default set), ``all``, a status, or names, comma-separated."""
+    if spec is None:
+        return None
+    known = list(profile.entries)
+    picked: list[str] = []
+    for part in (s.strip() for s in spec.split(",")):
+        if part == "all":
+            picked += known
+        elif part in STATUSES:
+            picked += [k for k, c in profile.entries.items() if c.status == part]
+        elif part in profile.entries:
+            picked.append(part)
+        else:
+            fail_input(
+                f"--costs {spec}: {part!r} is no cost of the profile",
+                f"all, a status ({', '.join(STATUSES)}) or cost names: {', '.join(known)}",
+            )
+    return tuple(dict.fromkeys(picked))
+
+
+def _parse_methods(spec: str | None) -> tuple[str, ...]:
+    if spec is None:
+        return METHODS
+    picked = tuple(dict.fromkeys(s.strip() for s in spec.split(",")))
+    bad = [m for m in picked if m not in METHODS]
+    if bad:
+        fail_input(f"--methods {spec}: {', '.join(bad)} unknown", ", ".join(METHODS))
+    return picked
+
+
+@click.command(
+    epilog=command_epilog(
+        "rtvm sensitivity --duration 2 --out out/sens",
+        "rtvm sensitivity --costs rx_driver_per_packet,llc_miss --methods threaded --json",
+        "rtvm sensitivity --costs all --step 1.1",
+    ),
+)
+@click.option(
+    "--costs",
+    default=None,
+    help="Costs to scale, comma-separated: names, a status (sourced, estimate, fitted) or "
+    "all. Default: every estimate and fitted cost.",
+)
+@click.option(
+    "--step",
+    type=click.FloatRange(min=1.01, max=4.0),
+    default=1.25,
+    show_default=True,
+    help="Each cost runs at value x step and value / step.",
+)
+@click.option(
+    "--methods",
+    default=None,
+    help=f"Methods to run, comma-separated (default: {', '.join(METHODS)}).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.2, max=60),
+    default=2.0,
+    show_default=True,
+    help="Simulated seconds per method per run.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Cost profile (default: the embedded one).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for sensitivity.json and every run's methods (checkpoints/: the same "
+    "command after an interruption simulates only what is missing).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def sensitivity(
+    costs: str | None,
+    step: float,
+    methods: str | None,
+    duration: float,
+    seed: int,
+    profile: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """How each cell (mean, p99, SD, heavy Gb/s, CPU) moves when one cost moves."""
+    try:
+        base = load_profile(profile)
+    except (ValueError, OSError) as e:
+        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+    chosen, skipped = perturbations(base, _parse_costs(costs, base), step)
+    picked = _parse_methods(methods)
+    for note in skipped:
+        console.log(f"left out {note}")
+    if not chosen:
+        fail_input(f"--costs {costs}: no cost left to scale", "costs whose value a step moves")
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with CandidateRunner(profile_source(profile), duration, seed, out, picked) as evaluate:
+        try:
+            base_rows = evaluate({})
+            for i, p in enumerate(chosen, 1):
+                console.log(f"[{i}/{len(chosen)}] {p.cost}: {p.down} and {p.up} (now {p.value})")
+                rows += sensitivity_rows(p, evaluate({p.cost: p.up}), evaluate({p.cost: p.down}))
+        except KeyboardInterrupt:
+            kept = (
+                f"{evaluate.evaluated} runs kept in {out / 'checkpoints'} (the same command "
+                "again loads them instead of simulating them)"
+                if out is not None
+                else "nothing kept (with --out DIR every run is kept)"
+            )
+            raise Interrupted(kept) from None
+    env = result_envelope(
+        "sensitivity",
+        seed,
+        duration,
+        rows,
+        [r for r in SIMPLE_RT if r["method"] in picked],
+        step=step,
+        base=base_rows,
+        left_out=skipped,
+        profile_sha256=base.sha256,
+        wall_s=round(time.perf_counter() - t0, 1),
+    )
+    if out is not None:
+        try:
+            console.log(f"wrote {atomic_write_json(out / 'sensitivity.json', env)}")
+        except OSError as e:
+            raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
+    if as_json:
+        emit_json(env)
+        return
+    wide = Console(width=max(Console().width, 100))
+    for b in base_rows:
+        wide.print(method_table(b, rows, step))
+    click.echo(
+        "elasticity: d ln(cell) / d ln(cost), from runs at cost x step and cost / step; "
+        "0.5 means 10% more cost gives about 5% more of the cell."
+    )
+
+
+def method_table(base: dict[str, Any], rows: list[dict[str, Any]], step: float) -> Table:
+    """One method's elasticities, a row per cost, under the cells as the profile gives them."""
+    method = base["method"]
+    now = (
+        f"{base['mean_us']:.1f} / {base['p99_us']:.1f} / {base['sd_us']:.1f} us, "
+        f"{base['heavy_gbps']:.2f} Gb/s, {base['cpu_util_pct']:.1f}% CPU"
+    )
+    t = Table(
+        title=f"{method}: elasticity of each cell (cost x {step:g} and / {step:g})",
+        caption=f"at the profile's values: {now}",
+    )
+    t.add_column("cost")
+    t.add_column("value", justify="right")
+    for cell in CELLS:
+        t.add_column(_short(cell), justify="right")
+    for r in rows:
+        if r["method"] != method:
+            continue
+        cells = [r[f"{_short(c)}_elasticity"] for c in CELLS]
+        t.add_row(
+            f"{r['cost']} ({r['status']})",
+            str(r["value"]),
+            *("-" if e is None else f"{e:+.2f}" for e in cells),
+        )
+    return t
