@@ -44,6 +44,7 @@ from rich.table import Table
 
 from rtvm.cli_support import (
     Interrupted,
+    RunFailed,
     atomic_write_text,
     command_epilog,
     console,
@@ -286,9 +287,25 @@ class CandidateRunner:
         if self.out is not None:
             ckpt = self.out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         methods = self.methods or exp.PAPER_METHODS
-        res = exp.run(self.duration, self.seed, methods, str(tmp), checkpoints=ckpt)
+        try:
+            res = exp.run(
+                self.duration, self.seed, methods=methods, profile=str(tmp), checkpoints=ckpt
+            )
+        except OSError as e:  # a run that cannot be kept: say which, do not go on
+            if self.out is None:
+                raise
+            raise RunFailed(f"cannot keep a finished run under --out {self.out}: {e}") from None
         self.evaluated += 1
         return [r.row for r in res.values()]
+
+    def kept_note(self, what: str) -> str:
+        """What an interrupted run kept (``what``: the runs' name), for its one-line message."""
+        if self.out is None:
+            return f"nothing kept (with --out DIR every {what.rstrip('s')} is kept)"
+        return (
+            f"{self.evaluated} {what} kept in {self.out / 'checkpoints'} (the same command again "
+            "replays them from disk)"
+        )
 
 
 @click.command(
@@ -355,13 +372,9 @@ def calibrate(
         try:
             vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
         except KeyboardInterrupt:
-            kept = (
-                f"{evaluate.evaluated} evaluated candidates kept in {out / 'checkpoints'} (the "
-                "same command again replays them from disk); the best so far is in "
-                f"{out / 'testbed.best-so-far.toml'}"
-                if out is not None
-                else "nothing kept (with --out DIR every evaluated candidate is kept)"
-            )
+            kept = evaluate.kept_note("evaluated candidates")
+            if out is not None:
+                kept += f"; the best so far is in {out / 'testbed.best-so-far.toml'}"
             raise Interrupted(kept) from None
     note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"
     text = rewrite_profile(src_path.read_text("utf-8"), vals, note)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -145,6 +146,23 @@ def common_options(f: F) -> F:
 
 
 # -- output ---------------------------------------------------------------------------------
+def wide_console(min_width: int = 110) -> Console:
+    """The results tables are wide: never narrower than ``min_width`` columns, even in a pipe."""
+    return Console(width=max(min_width, shutil.get_terminal_size((110, 24)).columns))
+
+
+def warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
+    """Say so (stderr) when a method's row left more than a few RT requests unanswered: its
+    figures then cover the answered ones only."""
+    for r in rows:
+        if r["lost"] > max(2, r["samples"] // 100):
+            click.echo(
+                f"warning: {r['method']}{where}: {r['lost']} of {r['samples'] + r['lost']} "
+                "requests got no response: the figures cover the answered ones only",
+                err=True,
+            )
+
+
 def emit_json(obj: Mapping[str, Any]) -> None:
     """Print one JSON object on stdout, alone, and flush."""
     sys.stdout.write(json.dumps(obj, sort_keys=False, default=_json_default) + "\n")

@@ -2,30 +2,36 @@
 
 The profile's "estimate" costs come with a cited range, not a measurement, and its "fitted"
 ones with a fit; a user who wants to know how far to trust a cell, or what a different host
-would change, asks how the cells depend on them. For each chosen cost, the four methods run
-with that cost alone scaled by ``step`` and by ``1 / step`` (same seed, same length, every
-other cost as the profile), and each cell gets its elasticity, the central difference
+would change, asks how the cells depend on them. For each chosen cost, the methods run with
+that cost alone scaled by ``step`` and by ``1 / step`` (same seed, same length, every other cost
+as the profile), and each cell gets its elasticity, the central difference
 
     e = (ln cell(up) - ln cell(down)) / (ln value(up) - ln value(down)),
 
-so e = 0.5 says that 10% more of the cost gives about 5% more of the cell. Both runs are kept
-in the result (``<cell>_up`` / ``<cell>_down``), so a cell that does not move monotonically can
-be seen as such. A cost of 0 cannot be scaled and is left out with a note.
+taken at the integer values that actually ran, so e = 0.5 says that 10% more of the cost gives
+about 5% more of the cell. Both runs are kept in the result (``<cell>_up`` / ``<cell>_down``), so
+a cell that does not move monotonically can be seen as such. A cost that a step cannot move (0,
+or an integer that rounds back to itself or down to 0) is left out with a note.
 
-It answers the question of the fidelity bars too: a cell the model misses can be reached by
-one cost only if that cost moves it (and at what price in the other cells).
+It answers a question of the fidelity bars too: a cell the model misses can be reached by a
+cost only if that cost moves it (and at what price in the other cells). Elasticities are local
+and one cost at a time: they say in which direction and how strongly, not how far.
+
+JSON rows are flat, one per (cost, method): ``cost``, ``status``, ``value``, ``value_up``,
+``value_down``, ``method``, then per cell ``<cell>_up``, ``<cell>_down`` (the cell's own key,
+with its unit, e.g. ``p99_us_up``) and ``<name>_elasticity`` (no unit: ``mean``, ``p99``,
+``sd``, ``heavy_gbps``, ``cpu_util``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from math import log
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from rtvm.calibrate import CandidateRunner, profile_source
@@ -37,7 +43,11 @@ from rtvm.cli_support import (
     console,
     emit_json,
     fail_input,
+    json_option,
     result_envelope,
+    seed_option,
+    warn_lost,
+    wide_console,
 )
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.kernel.profile import STATUSES, CostProfile, load_profile
@@ -47,7 +57,7 @@ CELLS: tuple[str, ...] = ("mean_us", "p99_us", "sd_us", "heavy_gbps", "cpu_util_
 #: the methods of the calibration table, in the paper's order (kept here: importing
 #: rtvm.methods would load the simulation core for --help)
 METHODS: tuple[str, ...] = tuple(r["method"] for r in SIMPLE_RT)
-#: costs scaled by default: those without a direct source
+#: costs scaled by default: those without a direct source (an estimate's range, a fit)
 DEFAULT_STATUSES: tuple[str, ...] = ("estimate", "fitted")
 
 
@@ -66,18 +76,22 @@ def perturbations(
     profile: CostProfile, costs: tuple[str, ...] | None, step: float
 ) -> tuple[list[Perturbation], list[str]]:
     """The costs to scale (``costs``, or every estimate and fitted one) with their up and down
-    values, and a note for each left out (0 cannot be scaled; a step too small for an integer
-    cost leaves it where it is)."""
-    names = costs or tuple(k for k, c in profile.entries.items() if c.status in DEFAULT_STATUSES)
+    values, and why each of the others is left out: a step moves no cost of 0 (or below), an
+    integer that rounds back to itself stays where it is, and one that rounds down to 0 has no
+    logarithm."""
+    if costs is None:
+        costs = tuple(k for k, c in profile.entries.items() if c.status in DEFAULT_STATUSES)
     out: list[Perturbation] = []
     skipped: list[str] = []
-    for name in names:
+    for name in costs:
         c = profile.entries[name]
         up, down = round(c.value * step), round(c.value / step)
-        if c.value == 0:
-            skipped.append(f"{name}: its value is 0, which no factor moves")
+        if c.value <= 0:
+            skipped.append(f"{name}: its value is {c.value}, which no factor moves")
         elif up == c.value or down == c.value:
             skipped.append(f"{name}: {c.value} does not move by a step of {step:g}")
+        elif down <= 0:
+            skipped.append(f"{name}: {c.value} / {step:g} rounds to 0")
         else:
             out.append(Perturbation(name, c.value, c.status, up, down))
     return out, skipped
@@ -87,13 +101,14 @@ def elasticity(up: float, down: float, value_up: int, value_down: int) -> float 
     """d ln(cell) / d ln(cost) by the central difference; None if a cell is not positive."""
     if up <= 0 or down <= 0:
         return None
-    return math.log(up / down) / math.log(value_up / value_down)
+    return log(up / down) / log(value_up / value_down)
 
 
 def sensitivity_rows(
     p: Perturbation, up_rows: list[dict[str, Any]], down_rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One flat row per method: the cost, its two values, each cell there and its elasticity."""
+    """One flat row per method: the cost, its two values, each cell there and its elasticity
+    (None where a cell is missing or not positive in either run)."""
     down_of = {r["method"]: r for r in down_rows}
     rows = []
     for u in up_rows:
@@ -142,13 +157,46 @@ def _parse_costs(spec: str | None, profile: CostProfile) -> tuple[str, ...] | No
 
 
 def _parse_methods(spec: str | None) -> tuple[str, ...]:
+    """``--methods``: methods of the calibration table, comma-separated, each once, in the
+    order given (default: all four)."""
     if spec is None:
         return METHODS
     picked = tuple(dict.fromkeys(s.strip() for s in spec.split(",")))
     bad = [m for m in picked if m not in METHODS]
     if bad:
-        fail_input(f"--methods {spec}: {', '.join(bad)} unknown", ", ".join(METHODS))
+        fail_input(f"--methods {spec!r}: {', '.join(map(repr, bad))} unknown", ", ".join(METHODS))
     return picked
+
+
+def _choose(
+    profile: CostProfile, costs: str | None, step: float
+) -> tuple[list[Perturbation], list[str]]:
+    """The perturbations of ``--costs`` at ``--step``, or one line saying why there are none."""
+    chosen, skipped = perturbations(profile, _parse_costs(costs, profile), step)
+    if not chosen:
+        fail_input(
+            f"--costs {costs or 'default'} --step {step:g}: nothing to scale "
+            f"({'; '.join(skipped) or 'no cost chosen'})",
+            "costs with a value above 0 that the step moves (try a larger --step)",
+        )
+    return chosen, skipped
+
+
+def run_sensitivity(
+    evaluate: CandidateRunner, chosen: list[Perturbation]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The profile's own rows, and the sensitivity rows of every perturbation in turn; warns
+    when a run left requests unanswered (its cells then cover the answered ones only)."""
+    base_rows = evaluate({})
+    warn_lost(base_rows)
+    rows: list[dict[str, Any]] = []
+    for i, p in enumerate(chosen, 1):
+        console.log(f"[{i}/{len(chosen)}] {p.cost}: {p.down} and {p.up} (now {p.value})")
+        up, down = evaluate({p.cost: p.up}), evaluate({p.cost: p.down})
+        warn_lost(up, f" ({p.cost} = {p.up})")
+        warn_lost(down, f" ({p.cost} = {p.down})")
+        rows += sensitivity_rows(p, up, down)
+    return base_rows, rows
 
 
 @click.command(
@@ -161,8 +209,8 @@ def _parse_methods(spec: str | None) -> tuple[str, ...]:
 @click.option(
     "--costs",
     default=None,
-    help="Costs to scale, comma-separated: names, a status (sourced, estimate, fitted) or "
-    "all. Default: every estimate and fitted cost.",
+    help="Costs to scale, comma-separated: names, a status "
+    f"({', '.join(STATUSES)}) or all. Default: every {' and '.join(DEFAULT_STATUSES)} cost.",
 )
 @click.option(
     "--step",
@@ -183,7 +231,7 @@ def _parse_methods(spec: str | None) -> tuple[str, ...]:
     show_default=True,
     help="Simulated seconds per method per run.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@seed_option
 @click.option(
     "--profile",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -197,7 +245,7 @@ def _parse_methods(spec: str | None) -> tuple[str, ...]:
     help="Directory for sensitivity.json and every run's methods (checkpoints/: the same "
     "command after an interruption simulates only what is missing).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@json_option
 def sensitivity(
     costs: str | None,
     step: float,
@@ -213,40 +261,29 @@ def sensitivity(
         base = load_profile(profile)
     except (ValueError, OSError) as e:
         fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
-    chosen, skipped = perturbations(base, _parse_costs(costs, base), step)
+    chosen, skipped = _choose(base, costs, step)
     picked = _parse_methods(methods)
     for note in skipped:
         console.log(f"left out {note}")
-    if not chosen:
-        fail_input(f"--costs {costs}: no cost left to scale", "costs whose value a step moves")
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
     with CandidateRunner(profile_source(profile), duration, seed, out, picked) as evaluate:
         try:
-            base_rows = evaluate({})
-            for i, p in enumerate(chosen, 1):
-                console.log(f"[{i}/{len(chosen)}] {p.cost}: {p.down} and {p.up} (now {p.value})")
-                rows += sensitivity_rows(p, evaluate({p.cost: p.up}), evaluate({p.cost: p.down}))
+            base_rows, rows = run_sensitivity(evaluate, chosen)
         except KeyboardInterrupt:
-            kept = (
-                f"{evaluate.evaluated} runs kept in {out / 'checkpoints'} (the same command "
-                "again loads them instead of simulating them)"
-                if out is not None
-                else "nothing kept (with --out DIR every run is kept)"
-            )
-            raise Interrupted(kept) from None
+            raise Interrupted(evaluate.kept_note("runs")) from None
     env = result_envelope(
         "sensitivity",
         seed,
         duration,
         rows,
         [r for r in SIMPLE_RT if r["method"] in picked],
-        step=step,
+        scenario={"testbed": "simple-rt", "methods": list(picked), "step": step,
+                  "costs": [p.cost for p in chosen]},
         base=base_rows,
         left_out=skipped,
         profile_sha256=base.sha256,
         wall_s=round(time.perf_counter() - t0, 1),
-    )
+    )  # fmt: skip
     if out is not None:
         try:
             console.log(f"wrote {atomic_write_json(out / 'sensitivity.json', env)}")
@@ -255,37 +292,41 @@ def sensitivity(
     if as_json:
         emit_json(env)
         return
-    wide = Console(width=max(Console().width, 100))
+    wide = wide_console(100)
     for b in base_rows:
         wide.print(method_table(b, rows, step))
     click.echo(
-        "elasticity: d ln(cell) / d ln(cost), from runs at cost x step and cost / step; "
-        "0.5 means 10% more cost gives about 5% more of the cell."
+        "elasticity: d ln(cell) / d ln(cost), from runs at the values shown (cost x step and "
+        "cost / step, rounded); 0.5 means 10% more cost gives about 5% more of the cell."
     )
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def method_table(base: dict[str, Any], rows: list[dict[str, Any]], step: float) -> Table:
     """One method's elasticities, a row per cost, under the cells as the profile gives them."""
     method = base["method"]
     now = (
-        f"{base['mean_us']:.1f} / {base['p99_us']:.1f} / {base['sd_us']:.1f} us, "
-        f"{base['heavy_gbps']:.2f} Gb/s, {base['cpu_util_pct']:.1f}% CPU"
+        f"{_fmt(base['mean_us'], '.1f')} / {_fmt(base['p99_us'], '.1f')} / "
+        f"{_fmt(base['sd_us'], '.1f')} us (mean / p99 / SD), "
+        f"{_fmt(base['heavy_gbps'], '.2f')} Gb/s, {_fmt(base['cpu_util_pct'], '.1f')}% CPU"
     )
     t = Table(
         title=f"{method}: elasticity of each cell (cost x {step:g} and / {step:g})",
         caption=f"at the profile's values: {now}",
     )
     t.add_column("cost")
-    t.add_column("value", justify="right")
+    t.add_column("value (down, up)", justify="right")
     for cell in CELLS:
         t.add_column(_short(cell), justify="right")
     for r in rows:
         if r["method"] != method:
             continue
-        cells = [r[f"{_short(c)}_elasticity"] for c in CELLS]
         t.add_row(
             f"{r['cost']} ({r['status']})",
-            str(r["value"]),
-            *("-" if e is None else f"{e:+.2f}" for e in cells),
+            f"{r['value']} ({r['value_down']}, {r['value_up']})",
+            *(_fmt(r[f"{_short(c)}_elasticity"], "+.2f") for c in CELLS),
         )
     return t

@@ -15,6 +15,7 @@ from rtvm.cli_support import (
     console,
     emit_json,
     result_envelope,
+    wide_console,
 )
 
 
@@ -151,12 +152,8 @@ def sim(
         ),
         " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
     )
-    import shutil
-
-    from rich.console import Console
-
     from rtvm.report.tables import segments_table
 
-    wide = Console(width=max(110, shutil.get_terminal_size((110, 24)).columns))
+    wide = wide_console()
     wide.print(t)
     wide.print(segments_table({sc.method: res.extra["segments"]}))

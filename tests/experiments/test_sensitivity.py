@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from rtvm.cli import main
 from rtvm.cli_support import UserError
@@ -16,9 +19,16 @@ from rtvm.sensitivity import (
     Perturbation,
     _parse_costs,
     elasticity,
+    method_table,
     perturbations,
     sensitivity_rows,
 )
+
+
+def _rtvm(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "rtvm", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_elasticity_recovers_a_power_law_exponent():
@@ -42,6 +52,12 @@ def test_default_costs_are_the_estimates_and_the_fitted_ones_and_zero_is_left_ou
     chosen, skipped = perturbations(prof, ("halt_poll_ns", "gro_segment"), 1.01)
     assert chosen == []  # 0 cannot be scaled; 43 x 1.01 rounds back to 43
     assert [s.split(":")[0] for s in skipped] == ["halt_poll_ns", "gro_segment"]
+
+
+def test_a_cost_that_rounds_down_to_zero_is_left_out():
+    prof = load_profile().with_values(syscall=1)
+    chosen, skipped = perturbations(prof, ("syscall",), 4.0)  # 1 / 4 rounds to 0: no log
+    assert chosen == [] and skipped == ["syscall: 1 / 4 rounds to 0"]
 
 
 def test_costs_option_takes_names_statuses_and_all_and_names_the_allowed_ones():
@@ -68,6 +84,22 @@ def test_rows_are_flat_one_per_method_with_both_runs_and_the_elasticity():
     assert row["p99_elasticity"] == round(math.log(2) / math.log(188 / 120), 3)
     assert set(row) >= {"mean_elasticity", "sd_elasticity", "heavy_gbps_elasticity"}
     assert all(not isinstance(v, (dict, list)) for v in row.values())
+    down[0]["sd_us"] = None  # a run without samples has no SD: no elasticity, no crash
+    (row,) = sensitivity_rows(p, up, down)
+    assert row["sd_elasticity"] is None and row["sd_us_down"] is None
+
+
+def test_the_human_table_shows_both_values_and_a_missing_cell():
+    p = Perturbation("syscall", 150, "estimate", 188, 120)
+    base = {"method": "exclusive", **dict.fromkeys(CELLS, 1.0), "sd_us": None}
+    up = [{"method": "exclusive", **dict.fromkeys(CELLS, 2.0)}]
+    down = [{"method": "exclusive", **dict.fromkeys(CELLS, 1.0), "sd_us": None}]
+    console = Console(width=200, record=True)
+    console.print(method_table(base, sensitivity_rows(p, up, down), 1.25))
+    text = console.export_text()
+    assert "150 (120, 188)" in text
+    assert "syscall (estimate)" in text and "+1.54" in text  # ln 2 / ln(188/120)
+    assert "- us (mean / p99 / SD)" in text
 
 
 def test_sensitivity_json_and_out_follow_the_contract_and_a_rerun_loads_the_runs(tmp_path):
@@ -97,7 +129,47 @@ def test_sensitivity_json_and_out_follow_the_contract_and_a_rerun_loads_the_runs
     assert json.loads(second.stdout)["rows"] == env["rows"]
 
 
-def test_bad_input_is_one_line_and_exit_2():
-    r = CliRunner().invoke(main, ["sensitivity", "--methods", "threaded,nope"])
-    assert r.exit_code == 2
-    assert "rtvm: error: --methods threaded,nope: nope unknown; allowed: vanilla" in r.output
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--methods", "threaded,nope"], "--methods 'threaded,nope': 'nope' unknown; allowed: "),
+        (["--costs", "syscal"], "--costs syscal: 'syscal' is no cost of the profile; allowed: "),
+        (
+            ["--costs", "gro_segment", "--step", "1.01"],
+            "nothing to scale (gro_segment: 43 does not move by a step of 1.01); allowed: ",
+        ),
+        (["--step", "0.5"], "Invalid value for '--step'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle):
+    r = _rtvm("sensitivity", *args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("rtvm: error: ")
+
+
+def test_an_interrupted_sensitivity_run_says_what_it_kept(tmp_path, monkeypatch):
+    import rtvm.sensitivity as sens
+
+    def one_run_then_ctrl_c(evaluate, chosen):
+        evaluate({})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sens, "run_sensitivity", one_run_then_ctrl_c)
+    args = ["sensitivity", "--costs", "syscall", "--methods", "outsourcing", "--duration", "0.2"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert r.exit_code == 130
+    assert f"1 runs kept in {tmp_path / 'checkpoints'}" in r.output
+    assert len(list((tmp_path / "checkpoints").rglob("outsourcing.npz"))) == 1
+
+
+def test_candidate_runner_runs_only_inside_its_block_and_removes_its_files():
+    from rtvm.calibrate import CandidateRunner, profile_source
+
+    runner = CandidateRunner(profile_source(None), 0.2, 1, None, ("outsourcing",))
+    with pytest.raises(RuntimeError, match="outside its with block"):
+        runner({})
+    with runner:
+        workdir = runner._workdir
+        assert workdir is not None and workdir.is_dir()
+    assert not workdir.exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,6 +24,8 @@ from rtvm.cli_support import (
     emit_json,
     fail_input,
     result_envelope,
+    warn_lost,
+    wide_console,
 )
 from rtvm.experiments.fidelity import across_seeds, check_simple_rt
 from rtvm.kernel.profile import load_profile
@@ -189,11 +189,11 @@ def simple_rt(
         f"simple-rt: model (published), seed {seed}, {dur:g} s per method", rows, published
     )
     click.echo()
-    wide = _wide_console()
+    wide = wide_console()
     wide.print(t)
     wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
-    _wide_console(132).print(fidelity_table(checks))
-    _warn_lost(rows)
+    wide_console(132).print(fidelity_table(checks))
+    warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
     click.echo(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018; outsourcing needs 32% less "
@@ -241,17 +241,6 @@ def _writing_under(out: Path) -> Iterator[None]:
         raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
 
 
-def _warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
-    """Say so when a method left more than a few requests unanswered."""
-    for r in rows:
-        if r["lost"] > max(2, r["samples"] // 100):
-            click.echo(
-                f"warning: {r['method']}{where}: {r['lost']} of {r['samples'] + r['lost']} "
-                "requests got no response: the figures cover the answered ones only",
-                err=True,
-            )
-
-
 _SEED_PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
@@ -275,11 +264,6 @@ def parse_seeds(spec: str) -> tuple[int, ...]:
         if len(seeds) > MAX_SEEDS:
             fail_input(f"--seeds {shown!r}: more than {MAX_SEEDS} seeds", allowed)
     return tuple(seeds)
-
-
-def _wide_console(min_width: int = 110) -> Console:
-    """The results tables are wide: never narrower than ``min_width`` columns, even in a pipe."""
-    return Console(width=max(min_width, shutil.get_terminal_size((110, 24)).columns))
 
 
 def _model_table(title: str, rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> Table:
@@ -394,7 +378,7 @@ def _simple_rt_seeds(
     if as_json:
         emit_json(env)
         return
-    wide = _wide_console(132)
+    wide = wide_console(132)
     label = _seeds_label(seeds)
     click.echo()
     wide.print(_model_table(
@@ -404,7 +388,7 @@ def _simple_rt_seeds(
     wide.print(seed_spread_table(summary))
     wide.print(fidelity_seeds_table(bars))
     for s, rows in rows_by_seed.items():
-        _warn_lost(rows, f" (seed {s})")
+        warn_lost(rows, f" (seed {s})")
     click.echo(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018. {len(seeds)} seeds, wall time "
         f"{wall:.1f} s" + (f" ({len(kept)} method runs reused)." if kept else ".")
