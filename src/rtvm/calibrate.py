@@ -257,12 +257,15 @@ class CandidateRunner:
         seed: int,
         out: Path | None,
         methods: tuple[str, ...] | None = None,
+        on_method: Callable[[str], None] | None = None,
     ) -> None:
         self.src_path = src_path
         self.duration = duration
         self.seed = seed
         self.out = out
         self.methods = methods
+        #: hears of each method run finished or loaded from a checkpoint (a progress bar)
+        self.on_method = on_method
         self.evaluated = 0
         self._workdir: Path | None = None
 
@@ -287,9 +290,17 @@ class CandidateRunner:
         if self.out is not None:
             ckpt = self.out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         methods = self.methods or exp.PAPER_METHODS
+        told = self.on_method
+        heard = None if told is None else (lambda m, _r: told(m))
         try:
             res = exp.run(
-                self.duration, self.seed, methods=methods, profile=str(tmp), checkpoints=ckpt
+                self.duration,
+                self.seed,
+                methods=methods,
+                profile=str(tmp),
+                checkpoints=ckpt,
+                on_done=heard,
+                on_reused=heard,
             )
         except OSError as e:  # a run that cannot be kept: say which, do not go on
             if self.out is None:

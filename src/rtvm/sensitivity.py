@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rtvm.calibrate import CandidateRunner, profile_source
@@ -266,7 +267,23 @@ def sensitivity(
     for note in skipped:
         console.log(f"left out {note}")
     t0 = time.perf_counter()
-    with CandidateRunner(profile_source(profile), duration, seed, out, picked) as evaluate:
+    runs = (1 + 2 * len(chosen)) * len(picked)
+    with (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+        CandidateRunner(profile_source(profile), duration, seed, out, picked) as evaluate,
+    ):
+        task = progress.add_task(
+            f"sensitivity: {len(chosen)} costs x 2 runs + the profile's, "
+            f"{len(picked)} methods x {duration:g} s simulated",
+            total=runs,
+        )
+        evaluate.on_method = lambda _m: progress.advance(task)
         try:
             base_rows, rows = run_sensitivity(evaluate, chosen)
         except KeyboardInterrupt:
@@ -277,7 +294,7 @@ def sensitivity(
         duration,
         rows,
         [r for r in SIMPLE_RT if r["method"] in picked],
-        scenario={"testbed": "simple-rt", "methods": list(picked), "step": step,
+        scenario={"testbed": "garcia2018", "methods": list(picked), "step": step,
                   "costs": [p.cost for p in chosen]},
         base=base_rows,
         left_out=skipped,

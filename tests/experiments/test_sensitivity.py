@@ -173,3 +173,17 @@ def test_candidate_runner_runs_only_inside_its_block_and_removes_its_files():
         workdir = runner._workdir
         assert workdir is not None and workdir.is_dir()
     assert not workdir.exists()
+
+
+def test_candidate_runner_tells_of_each_method_run_or_loaded(tmp_path):
+    """What a progress bar counts: every method, simulated or loaded from a checkpoint."""
+    from rtvm.calibrate import CandidateRunner, profile_source
+
+    heard: list[str] = []
+    methods = ("exclusive", "outsourcing")
+    for _ in range(2):  # the second time from the checkpoints
+        with CandidateRunner(
+            profile_source(None), 0.2, 1, tmp_path, methods, on_method=heard.append
+        ) as runner:
+            runner({"syscall": 160})
+    assert sorted(heard) == sorted(methods * 2)
