@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -51,9 +51,12 @@ from rtvm.cli_support import (
     emit_json,
     fail_input,
     result_envelope,
+    seed_option,
 )
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.kernel.profile import CostProfile, load_profile
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: bounds of the fitted costs (outside them a value would contradict its cited range)
 BOUNDS: dict[str, tuple[int, int]] = {
@@ -230,6 +233,33 @@ def rewrite_profile(text: str, values: dict[str, int], note: str) -> str:
 _NOTE_PREFIXES = ("# fitted by rtvm calibrate", "# best so far of rtvm calibrate", "# candidate")
 
 
+def candidate_options(f: F) -> F:
+    """--duration, --seed and --profile of the commands that run the calibration table's
+    methods on variants of a profile (calibrate, sensitivity)."""
+    f = click.option(
+        "--profile",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Profile to start from (default: the embedded one).",
+    )(f)
+    f = seed_option(f)
+    return click.option(
+        "--duration",
+        type=click.FloatRange(min=0.2, max=60),
+        default=2.0,
+        show_default=True,
+        help="Simulated seconds per method per run.",
+    )(f)
+
+
+def load_start_profile(profile: Path | None) -> CostProfile:
+    """The profile a command starts from, or one line saying why it cannot be read (exit 2)."""
+    try:
+        return load_profile(profile)
+    except (ValueError, OSError) as e:
+        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+
+
 def profile_source(profile: Path | None) -> Path:
     """The profile file a run starts from: ``profile``, or the embedded testbed profile."""
     if profile is not None:
@@ -326,20 +356,7 @@ class CandidateRunner:
         "rtvm calibrate --write   # update the embedded profile in place",
     ),
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.2, max=60),
-    default=2.0,
-    show_default=True,
-    help="Simulated seconds per method per evaluation.",
-)
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option(
-    "--profile",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Profile to start from (default: the embedded one).",
-)
+@candidate_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -363,10 +380,7 @@ def calibrate(
     as_json: bool,
 ) -> None:
     """Fit the profile's "fitted" costs against the calibration table (DESIGN.md 3)."""
-    try:
-        base = load_profile(profile)
-    except (ValueError, OSError) as e:
-        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+    base = load_start_profile(profile)
     src_path = profile_source(profile)
     t0 = time.perf_counter()
 

@@ -35,7 +35,12 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtvm.calibrate import CandidateRunner, profile_source
+from rtvm.calibrate import (
+    CandidateRunner,
+    candidate_options,
+    load_start_profile,
+    profile_source,
+)
 from rtvm.cli_support import (
     Interrupted,
     RunFailed,
@@ -46,12 +51,11 @@ from rtvm.cli_support import (
     fail_input,
     json_option,
     result_envelope,
-    seed_option,
     warn_lost,
     wide_console,
 )
 from rtvm.experiments.published import SIMPLE_RT
-from rtvm.kernel.profile import STATUSES, CostProfile, load_profile
+from rtvm.kernel.profile import STATUSES, CostProfile
 
 #: the cells whose elasticity is reported: the calibration table's and the CPU figure
 CELLS: tuple[str, ...] = ("mean_us", "p99_us", "sd_us", "heavy_gbps", "cpu_util_pct")
@@ -225,20 +229,7 @@ def run_sensitivity(
     default=None,
     help=f"Methods to run, comma-separated (default: {', '.join(METHODS)}).",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.2, max=60),
-    default=2.0,
-    show_default=True,
-    help="Simulated seconds per method per run.",
-)
-@seed_option
-@click.option(
-    "--profile",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Cost profile (default: the embedded one).",
-)
+@candidate_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -258,10 +249,7 @@ def sensitivity(
     as_json: bool,
 ) -> None:
     """How each cell (mean, p99, SD, heavy Gb/s, CPU) moves when one cost moves."""
-    try:
-        base = load_profile(profile)
-    except (ValueError, OSError) as e:
-        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+    base = load_start_profile(profile)
     chosen, skipped = _choose(base, costs, step)
     picked = _parse_methods(methods)
     for note in skipped:
