@@ -152,8 +152,9 @@ def sim(
         ),
         " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
     )
-    from rtvm.report.tables import segments_table
+    from rtvm.report.tables import segments_table, stages_table
 
     wide = wide_console()
     wide.print(t)
     wide.print(segments_table({sc.method: res.extra["segments"]}))
+    wide_console(132).print(stages_table(sc.method, res.extra["stages"]))

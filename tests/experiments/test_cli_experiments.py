@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from rtvm.calibrate import BOUNDS, STAGES, fit, objective, rewrite_profile
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.kernel.profile import load_profile, parse_profile
+from rtvm.workloads.rr import PATH_PROBES
 
 
 def _rtvm(*args, timeout=300):
@@ -96,6 +98,12 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
     assert env["published"] == SIMPLE_RT and env["duration_s"] == 0.1
     for m, d in env["details"].items():  # the paper's probe segments, per method
         assert set(d["segments"]) == {"host_receive_us", "guest_us", "host_send_us"}, m
+        # the stages chain from the NIC to the wire; the outsourced path skips vhost and the
+        # guest's NAPI
+        chain = [d["stages"][0]["from"]] + [s["to"] for s in d["stages"]]
+        assert all(a["to"] == b["from"] for a, b in itertools.pairwise(d["stages"])), m
+        skipped = {"vhost_rx", "guest_napi", "vhost_tx"} if m == "outsourcing" else set()
+        assert chain == [p for p in PATH_PROBES if p not in skipped], m
     for f in (
         "results.json",
         "simple_rt.csv",
@@ -105,6 +113,19 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         "fig8_cpu.png",
     ):
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_sim_prints_the_path_stages_and_reproduce_refuses_stages_over_seeds(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('method = "threaded"\nduration_s = 0.1\n')
+    r = _rtvm("sim", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "time per path stage" in r.stdout and "nic_rx -> napi_poll" in r.stdout
+    r = _rtvm("reproduce", "simple-rt", "--stages", "--seeds", "1-2")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "rtvm: error: --stages with --seeds; allowed: --stages with a single --seed"
+    )
 
 
 def test_objective_is_zero_at_the_published_table_and_grows_with_error():

@@ -11,6 +11,7 @@ from rtvm.experiments.runner import run_method
 from rtvm.methods import METHODS, PAPER_METHODS
 from rtvm.methods.base import MethodSpec, Sched
 from rtvm.testbed import build_testbed
+from rtvm.workloads.rr import RrRecord, RrStats
 
 
 def test_a_method_holds_no_costs():
@@ -118,9 +119,22 @@ def test_request_columns_can_be_read_mid_run_and_match_the_records():
     recs = tb.client.stats.completed()
     assert [r.latency_ns for r in recs] == list(cols["wire_out"] - cols["nic_rx"])
     assert all(r.vm_entry is not None and r.nic_rx < r.vm_entry < r.vm_exit for r in recs)
-    views = tb.client.stats.columns(copy=False)  # a finished run's columns, without copies
-    assert all((views[c] == cols[c]).all() for c in cols)
-    assert not any(v.flags.writeable for v in views.values())
+    views = tb.client.stats.path_ns()  # a finished run's probes after nic_rx, without copies
+    for c, v in views.items():
+        assert (v == np.where(cols[c] >= 0, cols[c] - cols["nic_rx"], -1)).all(), c
+        assert v.dtype == np.int32 and (c == "nic_rx" or not v.flags.writeable)
+
+
+def test_a_probe_beyond_int32_widens_its_column_and_loses_nothing():
+    stats = RrStats()
+    late = 3 * 10**9  # 3 s after the NIC: more than int32 ns hold
+    for rid, wire_out in ((0, 50_000), (1, late)):
+        stats.pending[rid] = RrRecord(rid, 10**12, vm_entry=10**12 + 10, wire_out=10**12 + wire_out)
+        stats.complete(stats.pending[rid])
+    assert stats.path_ns()["wire_out"].tolist() == [50_000, late]
+    assert stats.path_ns()["vm_entry"].dtype == np.int32  # the other columns stay narrow
+    assert [r.latency_ns for r in stats.completed()] == [50_000, late]
+    assert stats.completed()[0].napi_poll is None
 
 
 @pytest.mark.parametrize("name", ["threaded", "outsourcing"])
@@ -139,7 +153,8 @@ def test_probe_segments_partition_each_response(name):
 
 
 def test_a_probe_that_did_not_fire_leaves_its_segments_out():
-    from rtvm.experiments.runner import SEGMENTS, _segment_us
+    from rtvm.analysis.stages import us_between
+    from rtvm.experiments.runner import SEGMENTS
 
     col = {
         "nic_rx": np.array([0, 100]),
@@ -147,7 +162,7 @@ def test_a_probe_that_did_not_fire_leaves_its_segments_out():
         "vm_exit": np.array([9000, -1]),
         "wire_out": np.array([10000, 20000]),
     }
-    host, guest = (_segment_us(col, *SEGMENTS[k]) for k in ("host_receive_us", "guest_us"))
+    host, guest = (us_between(col, *SEGMENTS[k]) for k in ("host_receive_us", "guest_us"))
     assert host[0] == 4.0 and guest[0] == 5.0
     assert np.isnan(host[1]) and np.isnan(guest[1])
 

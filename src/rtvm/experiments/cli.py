@@ -34,6 +34,7 @@ from rtvm.report.tables import (
     fidelity_table,
     seed_spread_table,
     segments_table,
+    stages_table,
 )
 
 #: at most this many seeds in one --seeds run
@@ -94,6 +95,13 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     help="Run every method under several seeds (e.g. 1-5 or 1,3,7) and show how much each "
     "figure moves and on how many seeds each bar holds; instead of --seed.",
 )
+@click.option(
+    "--stages",
+    "show_stages",
+    is_flag=True,
+    help="Also print each method's response time stage by stage along its path, and which "
+    "stages its slowest 1% lose time in (always in the JSON's details.METHOD.stages).",
+)
 @click.pass_context
 def simple_rt(
     ctx: click.Context,
@@ -106,6 +114,7 @@ def simple_rt(
     jobs: int | None,
     fresh: bool,
     seeds_spec: str | None,
+    show_stages: bool,
 ) -> None:
     """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
 
@@ -132,6 +141,8 @@ def simple_rt(
     if seeds_spec is not None:
         if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
             fail_input("--seed and --seeds together", "one of them")
+        if show_stages:
+            fail_input("--stages with --seeds", "--stages with a single --seed")
         seeds = parse_seeds(seeds_spec)
         _simple_rt_seeds(seeds, dur, profile, prof.sha256, out, as_json, jobs, fresh)
         return
@@ -192,6 +203,9 @@ def simple_rt(
     wide = wide_console()
     wide.print(t)
     wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
+    if show_stages:
+        for m, r in results.items():
+            wide_console(132).print(stages_table(m, r.extra.get("stages", [])))
     wide_console(132).print(fidelity_table(checks))
     warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from rtvm.analysis.stages import path_stages, us_between
 from rtvm.analysis.stats import from_samples
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.methods import METHODS
 from rtvm.testbed import Testbed, build_testbed
 from rtvm.virt import Vm
-from rtvm.workloads.rr import rr_config
+from rtvm.workloads.rr import PATH_PROBES, rr_config
 
 SEC = 1_000_000_000
 
@@ -41,14 +42,6 @@ SEGMENTS: dict[str, tuple[str, str]] = {
     "guest_us": ("vm_entry", "vm_exit"),
     "host_send_us": ("vm_exit", "wire_out"),
 }
-
-
-def _segment_us(col: dict[str, np.ndarray], start: str, end: str) -> np.ndarray:
-    """Per-request time between two probes, in us; NaN where either probe did not fire."""
-    a, b = col[start], col[end]
-    out = (b - a) / 1000.0
-    out[(a < 0) | (b < 0)] = np.nan
-    return out
 
 
 def _segment_row(v: np.ndarray) -> dict[str, float | int | None]:
@@ -170,9 +163,12 @@ def run_method(
     if tracer is not None and trace_path:
         tracer.write(trace_path)
     window = end - warm
-    col = tb.client.stats.columns(copy=False)  # the run is over: views, no copies
-    lat = (col["wire_out"] - col["nic_rx"]) / 1000.0
-    seg = {name: _segment_us(col, a, b) for name, (a, b) in SEGMENTS.items()}
+    col = tb.client.stats.path_ns()  # the run is over: views, no copies
+    # the stages first: their per-stage arrays come and go before the kept ones are made,
+    # which keeps the peak memory of a long run down (the memory bar)
+    stages = path_stages(col, PATH_PROBES)
+    lat = col["wire_out"] / 1000.0
+    seg = {name: us_between(col, a, b) for name, (a, b) in SEGMENTS.items()}
     by_cpu = [100.0 * (b1 - b0) / window for b0, b1 in zip(busy0, busy1, strict=True)]
     stats = from_samples(lat).row()
     row: dict[str, Any] = {"method": method}
@@ -197,6 +193,7 @@ def run_method(
             for o in tb.llc.owners.values()
         },
         "segments": {name: _segment_row(v) for name, v in seg.items()},
+        "stages": stages,
         "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, window),
         "interrupted_us_by_thread": _interrupted_us(irq_over0, irq_over1),
         "profile_sha256": costs.sha256,

@@ -35,6 +35,50 @@ def segments_table(segments: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> T
     return t
 
 
+#: what each stage between two path probes holds (rtvm.workloads.rr.PATH_PROBES); a stage
+#: between probes that are not neighbours on the path (the outsourced path has no vhost)
+#: holds the stages between them
+STAGE_TITLES = {
+    ("nic_rx", "napi_poll"): "host RX: IRQ, IRQ thread, NET_RX lock, poll, IP",
+    ("napi_poll", "vhost_rx"): "vhost wakeup, copy into the guest ring",
+    ("vhost_rx", "vm_entry"): "guest interrupt, VM entry",
+    ("vm_entry", "guest_napi"): "guest IRQ and NAPI (guest stack misses)",
+    ("guest_napi", "guest_recv"): "guest socket to recvfrom",
+    ("guest_recv", "vm_exit"): "server: (virtio: copy,) compute, sendto",
+    ("vm_exit", "vhost_tx"): "kick, vhost TX",
+    ("vhost_tx", "wire_out"): "host TX to the wire",
+    ("napi_poll", "vm_entry"): "outsourced socket, wake the vCPU",
+    ("vm_entry", "guest_recv"): "VMRPC recvfrom (stub misses, copy)",
+    ("vm_exit", "wire_out"): "VMRPC sendto, host TX to the wire",
+}
+
+
+def _us(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def stages_table(method: str, stages: Sequence[Mapping[str, Any]]) -> Table:
+    """One method's response time stage by stage (``details.stages``): mean, p50, p99 over all
+    requests, the mean over the slowest 1%, and each stage's share of that tail's excess."""
+    t = Table(
+        title=f"{method}: time per path stage (model), us",
+        caption="tail: the stage's mean over the slowest 1% of responses; tail share: its part "
+        "of their excess over the mean response",
+    )
+    for col in ("from -> to", "what", "mean", "p50", "p99", "tail", "tail share"):
+        left = col in ("from -> to", "what")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True)
+    for st in stages:
+        share = st.get("share_of_tail_excess")
+        t.add_row(
+            f"{st['from']} -> {st['to']}",
+            STAGE_TITLES.get((st["from"], st["to"]), ""),
+            _us(st.get("mean_us")), _us(st.get("p50_us")), _us(st.get("p99_us")),
+            _us(st.get("tail_mean_us")), "-" if share is None else f"{round(100 * share):d}%",
+        )  # fmt: skip
+    return t
+
+
 def _value(v: Any) -> str:
     if v is None:
         return "-"

@@ -47,12 +47,20 @@ def rr_config(costs: Any, **overrides: int) -> RrConfig:
 
 @dataclass
 class RrRecord:
-    """One request's probe timestamps (ns)."""
+    """One request's probe timestamps (ns), in path order (``PATH_PROBES``). The paper's
+    probes are nic_rx, vm_entry, vm_exit and wire_out; the others are the model's own, where
+    a stage of the path ends, so that a response time splits into stages (``path_stages``).
+    A probe that the method's path does not pass (vhost on the outsourced path) stays None."""
 
     req_id: int
     nic_rx: int
+    napi_poll: int | None = None
+    vhost_rx: int | None = None
     vm_entry: int | None = None
+    guest_napi: int | None = None
+    guest_recv: int | None = None
     vm_exit: int | None = None
+    vhost_tx: int | None = None
     wire_out: int | None = None
 
     @property
@@ -60,42 +68,89 @@ class RrRecord:
         return None if self.wire_out is None else self.wire_out - self.nic_rx
 
 
+#: where a request is stamped on its way through the host and the guest, in path order:
+#: the request reaches the NIC; the host stack hands it to the tap or to the outsourced socket
+#: (the end of IP / bridge work in the NAPI poll); vhost has copied it into the guest's RX
+#: ring; the RT vCPU enters the guest with it; the guest's virtio NAPI poll takes it; the
+#: server's recvfrom has it; the response leaves the guest (kick or VMRPC exit); vhost has
+#: copied the response out of the TX ring; the response's last bit leaves the NIC.
+PATH_PROBES = (
+    "nic_rx",
+    "napi_poll",
+    "vhost_rx",
+    "vm_entry",
+    "guest_napi",
+    "guest_recv",
+    "vm_exit",
+    "vhost_tx",
+    "wire_out",
+)
+#: the request's probes stamped on the request packet; the rest are on its response
+_REQUEST_PROBES = ("napi_poll", "vhost_rx", "vm_entry", "guest_napi", "guest_recv")
+_RESPONSE_PROBES = ("vm_exit", "vhost_tx")
 #: the probe columns of a completed request, in RrStats.columns() order
-COLUMNS = ("req_id", "nic_rx", "vm_entry", "vm_exit", "wire_out")
-_NONE = -1  # a probe that did not fire (stored as -1 in the int64 columns)
+COLUMNS = ("req_id", *PATH_PROBES)
+#: the probes after the first, kept as ns after it (nic_rx)
+_LATER_PROBES = PATH_PROBES[1:]
+_NONE = -1  # a probe that did not fire
 
 
 @dataclass
 class RrStats:
-    """Requests in flight as records; completed ones as five int64 columns.
+    """Requests in flight as records; completed ones as columns.
 
-    Completed requests are kept in ``array('q')`` columns (40 bytes each) rather than as
-    objects (~300 bytes), so that memory stays flat in simulated time (a 300 s run completes
-    ~55,000 requests; DESIGN.md section 8's memory bar).
+    Completed requests are kept in ``array`` columns (48 bytes a request: the id and the NIC
+    time as int64, each later probe as int32 ns after the NIC time) rather than as objects
+    (~400 bytes), so that memory stays flat in simulated time (a 300 s run completes ~55,000
+    requests; DESIGN.md section 8's memory bar). A probe more than 2.1 s after its request's
+    NIC time (a stalled scenario) widens its column to int64, so nothing is clipped.
     """
 
     pending: dict[int, RrRecord] = field(default_factory=dict)
-    done: dict[str, array] = field(default_factory=lambda: {c: array("q") for c in COLUMNS})
+    done: dict[str, array] = field(
+        default_factory=lambda: {
+            c: array("q" if c in ("req_id", "nic_rx") else "i") for c in COLUMNS
+        }
+    )
     sent: int = 0
     dropped: int = 0
 
     def complete(self, rec: RrRecord) -> None:
         del self.pending[rec.req_id]
-        for c in COLUMNS:
+        done = self.done
+        done["req_id"].append(rec.req_id)
+        done["nic_rx"].append(rec.nic_rx)
+        for c in _LATER_PROBES:
             v = getattr(rec, c)
-            self.done[c].append(_NONE if v is None else v)
+            after = _NONE if v is None else v - rec.nic_rx
+            try:
+                done[c].append(after)
+            except OverflowError:  # beyond int32's 2.1 s: widen this column
+                done[c] = array("q", done[c])
+                done[c].append(after)
 
-    def columns(self, copy: bool = True) -> dict[str, np.ndarray]:
-        """The completed requests' probes as numpy int64 arrays (-1 where a probe is absent).
+    def columns(self) -> dict[str, np.ndarray]:
+        """The completed requests' probes as absolute int64 ns (-1 where a probe is absent):
+        new arrays, so they can be read while the run goes on."""
+        nic = np.array(self.done["nic_rx"], dtype=np.int64)
+        out = {"req_id": np.array(self.done["req_id"], dtype=np.int64), "nic_rx": nic}
+        for c in _LATER_PROBES:
+            after = np.array(self.done[c], dtype=np.int64)
+            out[c] = np.where(after >= 0, nic + after, _NONE)
+        return out
 
-        Copies by default: a view pins its array, and a run that goes on could not append
-        (BufferError). ``copy=False`` gives read-only views, for a run that is over: at 300 s
-        the copies would be ~2 MB of the memory bar's peak."""
-        if copy:
-            return {c: np.array(a, dtype=np.int64) for c, a in self.done.items()}
-        views = {c: np.frombuffer(a, dtype=np.int64) for c, a in self.done.items()}
-        for v in views.values():
+    def path_ns(self) -> dict[str, np.ndarray]:
+        """Each probe's ns after its request reached the NIC (``nic_rx``: 0; -1 where a probe
+        did not fire), for a run that is over: read-only views of the columns, no copies (at
+        300 s copies would be ~2 MB of the memory bar's peak; a view pins its array, so the
+        run must not append after this). Differences between probes, the segments and stages
+        of a response, need no absolute times."""
+        views: dict[str, np.ndarray] = {"nic_rx": np.zeros(len(self), dtype=np.int32)}
+        for c in _LATER_PROBES:
+            a = self.done[c]
+            v = np.frombuffer(a, dtype=np.int32 if a.typecode == "i" else np.int64)
             v.flags.writeable = False
+            views[c] = v
         return views
 
     def __len__(self) -> int:
@@ -103,10 +158,10 @@ class RrStats:
 
     def completed(self) -> list[RrRecord]:
         """The completed requests as records (tests and small runs)."""
-        cols = [self.done[c] for c in COLUMNS]
+        cols = self.columns()
         return [
-            RrRecord(*(None if v == _NONE else v for v in row))  # type: ignore[arg-type]
-            for row in zip(*cols, strict=True)
+            RrRecord(*(None if v == _NONE else int(v) for v in row))  # type: ignore[arg-type]
+            for row in zip(*(cols[c] for c in COLUMNS), strict=True)
         ]
 
 
@@ -170,8 +225,10 @@ class RrClient:
         rec.wire_out = self.kernel.sim.now
         req = resp.payload_request
         assert req is not None  # every response carries its request
-        rec.vm_entry = req.stamps.get("vm_entry")
-        rec.vm_exit = resp.stamps.get("vm_exit")
+        for probe in _REQUEST_PROBES:
+            setattr(rec, probe, req.stamps.get(probe))
+        for probe in _RESPONSE_PROBES:
+            setattr(rec, probe, resp.stamps.get(probe))
         self.stats.complete(rec)
 
 
