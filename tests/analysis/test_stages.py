@@ -25,8 +25,13 @@ def test_stages_are_the_gaps_between_probes_and_the_tail_is_the_slowest_1pct():
     ab, bc, cd = stages
     assert ab["mean_us"] == 2.0 and cd["mean_us"] == 5.0
     assert bc["mean_us"] == pytest.approx(3.9) and bc["max_us"] == 93.0
+    # percentiles by rank ceil(n q): p50 and p99 are the 50th and 99th values, both 3 us
+    assert bc["p50_us"] == 3.0 and bc["p99_us"] == 3.0
     # the tail (at or above the p99 response time, rank ceil(0.99 n) = 99: 10 us) is every
-    # request here, so the tail means are the means; with a p99 of 100 us it is the one request
+    # request here, so the tail means are the means and there is no excess to share
+    assert bc["tail_mean_us"] == bc["mean_us"] and ab["tail_mean_us"] == 2.0
+    assert all(s["share_of_tail_excess"] is None for s in stages)
+    # with two slow requests the p99 is 100 us and the tail is those two
     rows2 = rows[:98] + [(0, 2_000, 95_000, 100_000)] * 2
     ab2, bc2, cd2 = path_stages(_cols(rows2), PROBES)
     assert bc2["tail_mean_us"] == 93.0 and ab2["tail_mean_us"] == 2.0
@@ -63,3 +68,7 @@ def test_property_stage_means_add_up_to_the_mean_response_time(gaps):
     assert sum(s["mean_us"] for s in stages) == pytest.approx(total, abs=0.01)
     for s in stages:  # a tail mean is a mean over some requests: within the stage's range
         assert s["tail_mean_us"] <= s["max_us"] + 1e-6
+    # the stages share the tail's whole excess over the mean response, when it has one
+    shares = [s["share_of_tail_excess"] for s in stages]
+    if shares[0] is not None:
+        assert sum(shares) == pytest.approx(1.0, abs=0.01)

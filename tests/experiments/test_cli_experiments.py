@@ -115,12 +115,17 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         assert (tmp_path / f).stat().st_size > 0
 
 
-def test_sim_prints_the_path_stages_and_reproduce_refuses_stages_over_seeds(tmp_path):
+def test_sim_and_reproduce_print_the_path_stages_but_not_over_seeds(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text('method = "threaded"\nduration_s = 0.1\n')
     r = _rtvm("sim", str(p))
     assert r.returncode == 0, r.stderr
     assert "time per path stage" in r.stdout and "nic_rx -> napi_poll" in r.stdout
+    r = _rtvm("reproduce", "simple-rt", "--stages", "--duration", "0.05", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    for m in ("vanilla", "threaded", "exclusive", "outsourcing"):
+        assert f"{m}: time per path stage" in r.stdout
+    assert "napi_poll -> vm_entry" in r.stdout  # the outsourced path: no vhost
     r = _rtvm("reproduce", "simple-rt", "--stages", "--seeds", "1-2")
     assert r.returncode == 2
     assert r.stderr.strip() == (

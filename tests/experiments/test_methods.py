@@ -150,6 +150,11 @@ def test_probe_segments_partition_each_response(name):
     mean_sum = sum(s["mean_us"] for s in summary.values())
     assert mean_sum == pytest.approx(r.row["mean_us"], abs=0.01)
     assert all(s["samples"] == r.row["samples"] for s in summary.values())
+    # the path stages split each response too, finer: every probe of the path fires
+    stages = r.extra["stages"]
+    assert len(stages) == (5 if name == "outsourcing" else 8)
+    assert sum(s["mean_us"] for s in stages) == pytest.approx(r.row["mean_us"], abs=0.01)
+    assert all(s["samples"] == r.row["samples"] for s in stages)
 
 
 def test_a_probe_that_did_not_fire_leaves_its_segments_out():

@@ -37,21 +37,21 @@ def probes_fired(cols: Mapping[str, np.ndarray], probes: Sequence[str]) -> list[
     return out
 
 
-def us_between(cols: Mapping[str, np.ndarray], a: str, b: str) -> np.ndarray:
-    """Per request, us from probe ``a`` to probe ``b`` (ns columns, -1 where a probe did not
-    fire); NaN where either did not fire."""
-    x, y = cols[a], cols[b]
-    out = (y - x) / 1000.0
-    out[(x < 0) | (y < 0)] = np.nan
-    return out
-
-
 def _ns_between(cols: Mapping[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
     """Per request, ns from probe ``a`` to probe ``b``, and where both fired. Integer arrays
     of the columns' width (int32 for a finished run's ``path_ns``): a long run's stages cost
     a quarter of the memory that float64 us would, at the end of the run when it peaks."""
     x, y = cols[a], cols[b]
     return y - x, (x >= 0) & (y >= 0)
+
+
+def us_between(cols: Mapping[str, np.ndarray], a: str, b: str) -> np.ndarray:
+    """Per request, us from probe ``a`` to probe ``b`` as float64; NaN where either did not
+    fire (the segments a run keeps)."""
+    d, ok = _ns_between(cols, a, b)
+    out = d / 1000.0
+    out[~ok] = np.nan
+    return out
 
 
 def _us(ns: float) -> float:

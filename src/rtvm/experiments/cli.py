@@ -100,7 +100,8 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     "show_stages",
     is_flag=True,
     help="Also print each method's response time stage by stage along its path, and which "
-    "stages its slowest 1% lose time in (always in the JSON's details.METHOD.stages).",
+    "stages its slowest 1% (at or above the p99) lose time in (always in the JSON's "
+    "details.METHOD.stages).",
 )
 @click.pass_context
 def simple_rt(
@@ -205,7 +206,7 @@ def simple_rt(
     wide.print(segments_table({m: r.extra["segments"] for m, r in results.items()}))
     if show_stages:
         for m, r in results.items():
-            wide_console(132).print(stages_table(m, r.extra.get("stages", [])))
+            wide_console(132).print(stages_table(m, r.extra["stages"]))
     wide_console(132).print(fidelity_table(checks))
     warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""

@@ -39,12 +39,12 @@ def segments_table(segments: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> T
 #: between probes that are not neighbours on the path (the outsourced path has no vhost)
 #: holds the stages between them
 STAGE_TITLES = {
-    ("nic_rx", "napi_poll"): "host RX: IRQ, IRQ thread, NET_RX lock, poll, IP",
+    ("nic_rx", "napi_poll"): "host RX: IRQ, thread, NET_RX lock, poll, IP (+bridge)",
     ("napi_poll", "vhost_rx"): "vhost wakeup, copy into the guest ring",
     ("vhost_rx", "vm_entry"): "guest interrupt, VM entry",
     ("vm_entry", "guest_napi"): "guest IRQ and NAPI (guest stack misses)",
     ("guest_napi", "guest_recv"): "guest socket to recvfrom",
-    ("guest_recv", "vm_exit"): "server: (virtio: copy,) compute, sendto",
+    ("guest_recv", "vm_exit"): "server: compute, sendto (virtio: + copy to user)",
     ("vm_exit", "vhost_tx"): "kick, vhost TX",
     ("vhost_tx", "wire_out"): "host TX to the wire",
     ("napi_poll", "vm_entry"): "outsourced socket, wake the vCPU",
@@ -53,7 +53,7 @@ STAGE_TITLES = {
 }
 
 
-def _us(v: Any) -> str:
+def _fmt_us(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
@@ -62,8 +62,8 @@ def stages_table(method: str, stages: Sequence[Mapping[str, Any]]) -> Table:
     requests, the mean over the slowest 1%, and each stage's share of that tail's excess."""
     t = Table(
         title=f"{method}: time per path stage (model), us",
-        caption="tail: the stage's mean over the slowest 1% of responses; tail share: its part "
-        "of their excess over the mean response",
+        caption="tail: the stage's mean over the responses at or above the p99 (the slowest "
+        "1%); tail share: its part of their excess over the mean response",
     )
     for col in ("from -> to", "what", "mean", "p50", "p99", "tail", "tail share"):
         left = col in ("from -> to", "what")
@@ -73,8 +73,8 @@ def stages_table(method: str, stages: Sequence[Mapping[str, Any]]) -> Table:
         t.add_row(
             f"{st['from']} -> {st['to']}",
             STAGE_TITLES.get((st["from"], st["to"]), ""),
-            _us(st.get("mean_us")), _us(st.get("p50_us")), _us(st.get("p99_us")),
-            _us(st.get("tail_mean_us")), "-" if share is None else f"{round(100 * share):d}%",
+            _fmt_us(st.get("mean_us")), _fmt_us(st.get("p50_us")), _fmt_us(st.get("p99_us")),
+            _fmt_us(st.get("tail_mean_us")), "-" if share is None else f"{round(100 * share):d}%",
         )  # fmt: skip
     return t
 

@@ -71,8 +71,10 @@ class RrRecord:
 #: where a request is stamped on its way through the host and the guest, in path order:
 #: the request reaches the NIC; the host stack hands it to the tap or to the outsourced socket
 #: (the end of IP / bridge work in the NAPI poll); vhost has copied it into the guest's RX
-#: ring; the RT vCPU enters the guest with it; the guest's virtio NAPI poll takes it; the
-#: server's recvfrom has it; the response leaves the guest (kick or VMRPC exit); vhost has
+#: ring; the VM enters the guest with it available (or at once, if the RT vCPU is running
+#: guest code already: its kick's exit and entry then fall in the next stage); the guest's
+#: virtio NAPI poll takes it; the server's recvfrom has it (virtio: before the copy to the user
+#: buffer; VMRPC: after it); the response leaves the guest (kick or VMRPC exit); vhost has
 #: copied the response out of the TX ring; the response's last bit leaves the NIC.
 PATH_PROBES = (
     "nic_rx",
@@ -122,6 +124,7 @@ class RrStats:
         done["nic_rx"].append(rec.nic_rx)
         for c in _LATER_PROBES:
             v = getattr(rec, c)
+            assert v is None or v >= rec.nic_rx, (c, v, rec.nic_rx)  # no probe before the NIC
             after = _NONE if v is None else v - rec.nic_rx
             try:
                 done[c].append(after)
@@ -145,7 +148,9 @@ class RrStats:
         300 s copies would be ~2 MB of the memory bar's peak; a view pins its array, so the
         run must not append after this). Differences between probes, the segments and stages
         of a response, need no absolute times."""
-        views: dict[str, np.ndarray] = {"nic_rx": np.zeros(len(self), dtype=np.int32)}
+        origin = np.zeros(len(self), dtype=np.int32)
+        origin.flags.writeable = False
+        views: dict[str, np.ndarray] = {"nic_rx": origin}
         for c in _LATER_PROBES:
             a = self.done[c]
             v = np.frombuffer(a, dtype=np.int32 if a.typecode == "i" else np.int64)
@@ -159,10 +164,13 @@ class RrStats:
     def completed(self) -> list[RrRecord]:
         """The completed requests as records (tests and small runs)."""
         cols = self.columns()
-        return [
-            RrRecord(*(None if v == _NONE else int(v) for v in row))  # type: ignore[arg-type]
-            for row in zip(*(cols[c] for c in COLUMNS), strict=True)
-        ]
+
+        def record(row: tuple[int, ...]) -> RrRecord:
+            probes = zip(COLUMNS, row, strict=True)
+            fields = {c: None if v == _NONE else int(v) for c, v in probes}
+            return RrRecord(**fields)  # type: ignore[arg-type]  # req_id, nic_rx never None
+
+        return [record(row) for row in zip(*(cols[c] for c in COLUMNS), strict=True)]
 
 
 class RrClient:
