@@ -70,6 +70,8 @@ def test_sim_json_is_one_object_with_the_contract(tmp_path):
     env = json.loads(r.stdout)
     assert env["experiment"] == "t" and env["seed"] == 1 and env["published"] == []
     assert env["rows"][0]["method"] == "outsourcing" and env["profile_sha256"]
+    stages = env["details"]["stages"]  # sim's details are its one method's
+    assert stages[0]["from"] == "nic_rx" and stages[-1]["to"] == "wire_out"
     assert (tmp_path / "o" / "results.json").exists()
     trace = json.loads((tmp_path / "t.json").read_text())
     assert any(e.get("cat") == "thread" for e in trace["traceEvents"])
