@@ -66,12 +66,20 @@ class Workload(_Strict):
     heavy: Heavy = Heavy()
 
 
+#: ethtool -C rx-usecs as ixgbe_set_coalesce() takes it: at most IXGBE_MAX_EITR >> 2 us; 1
+#: selects the adaptive ITR (the driver's default), 0 turns moderation off
+RX_USECS_MAX = 0xFF8 >> 2
+
+
 class Irq(_Strict):
-    """Where each NIC's interrupt goes (its MSI-X vector's CPU; the IRQ thread follows it).
-    Unset: the method's own routing."""
+    """Where each NIC's interrupt goes (its MSI-X vector's CPU; the IRQ thread follows it),
+    and its interrupt moderation (``ethtool -C ethN rx-usecs``). Unset: the method's own
+    routing, and ixgbe's adaptive moderation."""
 
     rt_nic_cpu: int | None = Field(None, ge=0)
     heavy_nic_cpus: list[int] | None = None
+    rt_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX)
+    heavy_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX)
 
     @field_validator("heavy_nic_cpus")
     @classmethod

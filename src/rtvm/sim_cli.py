@@ -99,6 +99,8 @@ def sim(
                 "rt_nic_cpu": sc.irq.rt_nic_cpu,
                 # a tuple, as build_testbed declares (the compiled build checks it)
                 "heavy_nic_cpus": None if hcpus is None else tuple(hcpus),
+                "rt_nic_rx_usecs": sc.irq.rt_nic_rx_usecs,
+                "heavy_nic_rx_usecs": sc.irq.heavy_nic_rx_usecs,
             },
         )
     except (KeyError, ValueError) as e:

@@ -175,6 +175,7 @@ def _build_rt(
     request_times: list[int] | None,
     halt_poll_ns: int | None,
     event_idx: bool,
+    itr_us: int | None = None,
 ) -> dict[str, Any]:
     k = tb_kernel
     c = k.costs
@@ -249,6 +250,7 @@ def _build_rt(
         segment_cost=segment_cost,
         irq_thread_policy=policy,
         irq_thread_prio=prio,
+        itr_us=itr_us,
     )
     client = RrClient(k, wire_in, rxq, rr, times=request_times)
     holder["client"] = client
@@ -265,7 +267,13 @@ def _heavy_owner(llc: Llc, m: MethodSpec, stage: str) -> str | None:
 
 
 def _build_heavy(
-    k: Kernel, llc: Llc, m: MethodSpec, i: int, halt_poll_ns: int | None, event_idx: bool
+    k: Kernel,
+    llc: Llc,
+    m: MethodSpec,
+    i: int,
+    halt_poll_ns: int | None,
+    event_idx: bool,
+    itr_us: int | None = None,
 ) -> Heavy:
     vm = Vm(k, f"heavy{i}", llc=llc)
     vcpu = _vcpu(vm, m.heavy_vcpu, halt_poll_ns)
@@ -347,6 +355,7 @@ def _build_heavy(
         irq_thread_policy=policy,
         irq_thread_prio=prio,
         gro_frames=k.costs.gro_segment,
+        itr_us=itr_us,
     )
     # The receive window: a few bandwidth-delay products at 10 Gb/s, below what the NIC ring
     # and the tap queue hold, as autotuned receive buffers keep it for a LAN flow.
@@ -367,6 +376,12 @@ def _build_heavy(
 
 
 # -- assembly ---------------------------------------------------------------------------------
+def _itr_us(rx_usecs: int | None) -> int | None:
+    """ixgbe_set_coalesce(): rx-usecs 1 selects the adaptive ITR, as unset does; 0 turns
+    moderation off; a larger value is a fixed least interval between interrupts."""
+    return None if rx_usecs is None or rx_usecs == 1 else rx_usecs
+
+
 def build_testbed(
     method: MethodSpec,
     seed: int = 1,
@@ -383,9 +398,14 @@ def build_testbed(
     nohz_full: tuple[int, ...] | None = None,
     rt_nic_cpu: int | None = None,
     heavy_nic_cpus: tuple[int, ...] | None = None,
+    rt_nic_rx_usecs: int | None = None,
+    heavy_nic_rx_usecs: int | None = None,
 ) -> Testbed:
     """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs.
     ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq]).
+    ``rt_nic_rx_usecs`` / ``heavy_nic_rx_usecs``: their interrupt moderation as ``ethtool -C
+    ethN rx-usecs`` sets it on ixgbe (None or 1: adaptive, the driver's default; 0: off; more:
+    at least that many us between interrupts).
     ``nohz_full``: the NO_HZ_FULL CPUs; None: every CPU but CPU 0 (the testbed runs
     NO_HZ_FULL, and 4.1 keeps the boot CPU's tick for timekeeping)."""
     if rt_nic_cpu is not None:
@@ -407,8 +427,11 @@ def build_testbed(
         net=NetTunables(rt_poll_list=method.rt_poll_list, rtnet_prio=method.rtnet_prio),
     )
     llc = Llc(costs.llc_bytes, costs.llc_line, costs.llc_miss)
-    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx)
-    heavies = [_build_heavy(k, llc, method, i, halt_poll_ns, event_idx) for i in range(heavy)]
+    rt_itr, heavy_itr = _itr_us(rt_nic_rx_usecs), _itr_us(heavy_nic_rx_usecs)
+    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx, rt_itr)
+    heavies = [
+        _build_heavy(k, llc, method, i, halt_poll_ns, event_idx, heavy_itr) for i in range(heavy)
+    ]
     rt["client"].start()
     return Testbed(
         sim,

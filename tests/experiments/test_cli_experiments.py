@@ -45,6 +45,10 @@ def _rtvm(*args, timeout=300):
         ),
         ('method = "vanilla"\n[irq]\nrt_nic_cpu = -1\n', "irq.rt_nic_cpu = -1"),
         (
+            'method = "vanilla"\n[irq]\nheavy_nic_rx_usecs = 2000\n',
+            "irq.heavy_nic_rx_usecs = 2000: Input should be less than or equal to 1022",
+        ),
+        (
             'method = "vanilla"\n[host]\nnohz_full = [0, 1]\n',
             "nohz_full CPUs [0]: allowed 1..1 (CPU 0 keeps the tick)",
         ),
@@ -268,6 +272,23 @@ def test_segments_table_prints_mean_and_p99_and_marks_a_segment_without_samples(
     assert "12.3 / 29.8" in text and "4.0 / 21.2" in text
     row = next(line for line in text.splitlines() if "threaded" in line)
     assert "-" in row.split("│")[3]
+
+
+def test_sim_passes_the_nics_rx_usecs_to_their_interrupt_moderation(tmp_path):
+    """rx-usecs 0 on the heavy NICs (no moderation) raises their interrupt rate well above
+    the adaptive ITR's ~8,000 per second and CPU."""
+
+    def device_irqs(extra: str) -> int:
+        p = tmp_path / "s.toml"
+        p.write_text(f'method = "threaded"\nduration_s = 0.1\n{extra}')
+        r = _rtvm("sim", str(p), "--json")
+        assert r.returncode == 0, r.stderr
+        irqs = json.loads(r.stdout)["details"]["interrupts"]
+        return sum(c["device"] for c in irqs.values())
+
+    adaptive = device_irqs("")
+    assert device_irqs("[irq]\nheavy_nic_rx_usecs = 1\n") == adaptive  # 1 is adaptive
+    assert device_irqs("[irq]\nheavy_nic_rx_usecs = 0\n") > 2 * adaptive
 
 
 def test_every_example_scenario_validates():

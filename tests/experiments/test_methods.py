@@ -267,3 +267,11 @@ def test_details_say_how_long_interrupts_held_each_thread_off():
         assert list(by_thread.values()) == sorted(by_thread.values(), reverse=True)
         held_off[method] = by_thread.get("CPU 0/KVM (rt-vm)", 0.0) / r.row["samples"]
     assert held_off["vanilla"] > 5 * held_off["threaded"]
+
+
+def test_rx_usecs_set_each_nics_interrupt_moderation_as_ixgbe_does():
+    tb = build_testbed(METHODS["threaded"], rt_nic_rx_usecs=50, heavy_nic_rx_usecs=0)
+    assert not tb.rxq.itr.adaptive and tb.rxq.itr.interval_ns == 50_000
+    assert all(not h.rxq.itr.adaptive and h.rxq.itr.interval_ns == 0 for h in tb.heavies)
+    default = build_testbed(METHODS["threaded"], rt_nic_rx_usecs=1)  # 1: adaptive
+    assert default.rxq.itr.adaptive and all(h.rxq.itr.adaptive for h in default.heavies)
