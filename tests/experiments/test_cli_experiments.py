@@ -117,6 +117,7 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         "fig6_latency.png",
         "fig7_throughput.png",
         "fig8_cpu.png",
+        "fig_stages.png",
     ):
         assert (tmp_path / f).stat().st_size > 0
 

@@ -136,8 +136,9 @@ def published_rows() -> list[dict[str, Any]]:
 def write_outputs(
     out: Path, envelope: dict[str, Any], results: dict[str, MethodResult]
 ) -> list[Path]:
-    """results.json, rows as CSV, raw latencies (compressed), Figures 6/7/8 as PNG."""
-    from rtvm.report.plots import cpu_bars, latency_histograms, throughput_bars
+    """results.json, rows as CSV, raw latencies (compressed), Figures 6/7/8 as PNG, and the
+    path stages of each method's mean response and of its slowest 1% (fig_stages.png)."""
+    from rtvm.report.plots import cpu_bars, latency_histograms, stage_bars, throughput_bars
 
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_json(out / "results.json", envelope)]
@@ -159,6 +160,8 @@ def write_outputs(
     written.append(latency_histograms(lat, out / "fig6_latency.png"))
     written.append(throughput_bars(rows, envelope["published"], out / "fig7_throughput.png"))
     written.append(cpu_bars(rows, out / "fig8_cpu.png"))
+    stages = {m: r.extra["stages"] for m, r in results.items()}
+    written.append(stage_bars(stages, out / "fig_stages.png"))
     return written
 
 

@@ -72,3 +72,43 @@ def cpu_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend()
     return _save(fig, path)
+
+
+def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Where each method's response time goes along its path (``details.stages``): for each
+    method, its mean response and the mean of its slowest 1% as bars stacked stage by stage,
+    so the stage that grows in the tail stands out (model)."""
+    from rtvm.report.tables import STAGE_TITLES
+
+    keys: list[tuple[str, str]] = []
+    for sts in stages.values():
+        for st in sts:
+            k = (st["from"], st["to"])
+            if k not in keys:
+                keys.append(k)
+    cmap = plt.get_cmap("tab20")
+    color = {k: cmap(i % 20) for i, k in enumerate(keys)}
+    names = list(stages)
+    fig, ax = plt.subplots(figsize=(8, 1.0 * len(names) + 2.2))
+    labelled: set[tuple[str, str]] = set()
+    ticks, labels = [], []
+    for i, name in enumerate(names):
+        for j, (field, what) in enumerate((("mean_us", "mean"), ("tail_mean_us", "slowest 1%"))):
+            y = 2.6 * i + j
+            left = 0.0
+            for st in stages[name]:
+                k = (st["from"], st["to"])
+                width = st.get(field) or 0.0
+                label = None
+                if k not in labelled:
+                    labelled.add(k)
+                    label = f"{k[0]} -> {k[1]}: {STAGE_TITLES.get(k, '')}"
+                ax.barh(y, width, left=left, color=color[k], label=label, height=0.8)
+                left += width
+            ticks.append(y)
+            labels.append(f"{name}: {what}")
+    ax.set_yticks(ticks, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("response time at the wire, stage by stage (us), model")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+    return _save(fig, path)
