@@ -310,34 +310,52 @@ class CandidateRunner:
 
     def __call__(self, vals: dict[str, int]) -> list[dict[str, Any]]:
         """The methods' rows with the costs in ``vals`` replaced (all others as the profile)."""
+        return self.many([vals])[0]
+
+    def many(self, candidates: list[dict[str, int]]) -> list[list[dict[str, Any]]]:
+        """Each candidate's method rows, as ``__call__`` gives them, with every (candidate,
+        method) run in one process pool: a sweep keeps the cores busy across candidates
+        instead of waiting for each candidate's slowest method. ``evaluated`` counts a
+        candidate once all its methods are done or loaded, so an interrupted sweep says how
+        many it kept whole."""
         from rtvm.experiments import simple_rt as exp
 
         if self._workdir is None:
             raise RuntimeError("CandidateRunner is used outside its with block")
-        text = rewrite_profile(self.src_path.read_text("utf-8"), vals, "candidate")
-        tmp = atomic_write_text(self._workdir / "candidate.toml", text)
-        ckpt = None
-        if self.out is not None:
-            ckpt = self.out / "checkpoints" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         methods = self.methods or exp.PAPER_METHODS
+        source = self.src_path.read_text("utf-8")
+        digests: list[str] = []  # each candidate's profile text, by hash
+        todo: list[exp.RunJob] = []  # the runs of each distinct text, once
+        for vals in candidates:
+            text = rewrite_profile(source, vals, "candidate")
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+            if digest not in digests:
+                tmp = atomic_write_text(self._workdir / f"candidate-{digest}.toml", text)
+                ckpt = self.out / "checkpoints" / digest if self.out is not None else None
+                todo += [exp.RunJob(m, self.seed, str(tmp), ckpt) for m in methods]
+            digests.append(digest)
+        left = {j.profile: len(methods) for j in todo}  # methods still to come, per text
         told = self.on_method
-        heard = None if told is None else (lambda m, _r: told(m))
+
+        def heard(job: exp.RunJob, _r: object) -> None:
+            left[job.profile] -= 1
+            if left[job.profile] == 0:
+                self.evaluated += 1
+            if told is not None:
+                told(job.method)
+
         try:
-            res = exp.run(
-                self.duration,
-                self.seed,
-                methods=methods,
-                profile=str(tmp),
-                checkpoints=ckpt,
-                on_done=heard,
-                on_reused=heard,
-            )
+            results = exp.run_jobs(self.duration, todo, on_done=heard, on_reused=heard)
         except OSError as e:  # a run that cannot be kept: say which, do not go on
             if self.out is None:
                 raise
             raise RunFailed(f"cannot keep a finished run under --out {self.out}: {e}") from None
-        self.evaluated += 1
-        return [r.row for r in res.values()]
+        n = len(methods)
+        rows_of = {
+            digest: [r.row for r in results[i : i + n]]
+            for i, digest in zip(range(0, len(results), n), dict.fromkeys(digests), strict=True)
+        }
+        return [rows_of[d] for d in digests]
 
     def kept_note(self, what: str) -> str:
         """What an interrupted run kept (``what``: the runs' name), for its one-line message."""

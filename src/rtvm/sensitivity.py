@@ -190,14 +190,19 @@ def _choose(
 def run_sensitivity(
     evaluate: CandidateRunner, chosen: list[Perturbation]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The profile's own rows, and the sensitivity rows of every perturbation in turn; warns
-    when a run left requests unanswered (its cells then cover the answered ones only)."""
-    base_rows = evaluate({})
-    warn_lost(base_rows)
-    rows: list[dict[str, Any]] = []
+    """The profile's own rows, and the sensitivity rows of every perturbation; warns when a
+    run left requests unanswered (its cells then cover the answered ones only). Every run of
+    every candidate goes to one process pool (``CandidateRunner.many``)."""
     for i, p in enumerate(chosen, 1):
         console.log(f"[{i}/{len(chosen)}] {p.cost}: {p.down} and {p.up} (now {p.value})")
-        up, down = evaluate({p.cost: p.up}), evaluate({p.cost: p.down})
+    candidates: list[dict[str, int]] = [{}]
+    for p in chosen:
+        candidates += [{p.cost: p.up}, {p.cost: p.down}]
+    base_rows, *scaled = evaluate.many(candidates)
+    warn_lost(base_rows)
+    rows: list[dict[str, Any]] = []
+    for i, p in enumerate(chosen):
+        up, down = scaled[2 * i], scaled[2 * i + 1]
         warn_lost(up, f" ({p.cost} = {p.up})")
         warn_lost(down, f" ({p.cost} = {p.down})")
         rows += sensitivity_rows(p, up, down)

@@ -187,3 +187,21 @@ def test_candidate_runner_tells_of_each_method_run_or_loaded(tmp_path):
         ) as runner:
             runner({"syscall": 160})
     assert sorted(heard) == sorted(methods * 2)
+
+
+def test_candidate_runner_many_pools_candidates_and_runs_a_repeated_one_once(tmp_path):
+    """many() gives each candidate's rows in order, as one call each would, and runs a
+    candidate whose profile text repeats another's once."""
+    from rtvm.calibrate import CandidateRunner, profile_source
+    from rtvm.kernel.profile import load_profile
+
+    syscall = load_profile().entries["syscall"].value
+    heard: list[str] = []
+    with CandidateRunner(
+        profile_source(None), 0.2, 1, tmp_path, ("outsourcing",), on_method=heard.append
+    ) as runner:
+        rows = runner.many([{}, {"syscall": 2 * syscall}, {}])
+        assert runner.evaluated == 2 and heard == ["outsourcing"] * 2
+        assert rows[0] == rows[2] and rows[1] != rows[0]
+        assert runner({"syscall": 2 * syscall}) == rows[1]  # from its checkpoint
+    assert len(list((tmp_path / "checkpoints").rglob("outsourcing.npz"))) == 2

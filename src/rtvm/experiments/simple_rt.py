@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ from rtvm.methods import PAPER_METHODS
 EXPERIMENT = "simple-rt"
 FULL_S = 30.0
 QUICK_S = 3.0
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One method run: which method, seed and profile (None: the embedded one), and the
+    directory that keeps it once finished (None: not kept)."""
+
+    method: str
+    seed: int
+    profile: str | None = None
+    checkpoints: Path | None = None
 
 
 def run(
@@ -72,41 +84,75 @@ def run_seeds(
     ``checkpoints(seed)`` names the directory that keeps that seed's finished methods (see
     :func:`run`). Returns ``{seed: {method: result}}`` in the order given.
     """
-    results: dict[tuple[int, str], MethodResult] = {}
-    keys: dict[tuple[int, str], dict[str, Any]] = {}
-    if checkpoints is not None:
-        sha = load_profile(profile).sha256
-        for s in seeds:
-            for m in methods:
-                keys[s, m] = checkpoint.run_key(EXPERIMENT, m, s, duration_s, sha)
-                kept = checkpoint.load(checkpoints(s), keys[s, m]) if reuse else None
-                if kept is not None:
-                    results[s, m] = kept
-                    if on_reused:
-                        on_reused(m, s, kept)
+    todo = [
+        RunJob(m, s, profile, checkpoints(s) if checkpoints is not None else None)
+        for s in seeds
+        for m in methods
+    ]
+    done = (lambda j, r: on_done(j.method, j.seed, r)) if on_done else None
+    reused = (lambda j, r: on_reused(j.method, j.seed, r)) if on_reused else None
+    out: dict[int, dict[str, MethodResult]] = {s: {} for s in seeds}
+    for job, r in zip(todo, run_jobs(duration_s, todo, jobs, done, reuse, reused), strict=True):
+        out[job.seed][job.method] = r
+    return out
 
-    def finished(m: str, s: int, r: MethodResult) -> None:
-        results[s, m] = r
-        if checkpoints is not None:
-            checkpoint.save(checkpoints(s), keys[s, m], r)
+
+def run_jobs(
+    duration_s: float,
+    todo: list[RunJob],
+    jobs: int | None = None,
+    on_done: Callable[[RunJob, MethodResult], None] | None = None,
+    reuse: bool = True,
+    on_reused: Callable[[RunJob, MethodResult], None] | None = None,
+) -> list[MethodResult]:
+    """Run every job, all in one process pool (``jobs`` processes; default: the free cores),
+    whatever their seeds and profiles: a sweep over profiles keeps every core busy to its end
+    rather than waiting for each profile's slowest method. Results come in the jobs' order.
+
+    A job with ``checkpoints`` is written there as soon as it finishes, and one already there
+    with the same key (experiment.checkpoint.run_key: method, seed, length, profile, rtvm) is
+    loaded instead of simulated again, unless ``reuse`` is False; ``on_reused`` hears of those.
+    """
+    results: dict[int, MethodResult] = {}
+    keys: dict[int, dict[str, Any]] = {}
+    shas: dict[str | None, str] = {}
+    for i, job in enumerate(todo):
+        if job.checkpoints is None:
+            continue
+        if job.profile not in shas:
+            shas[job.profile] = load_profile(job.profile).sha256
+        sha = shas[job.profile]
+        keys[i] = checkpoint.run_key(EXPERIMENT, job.method, job.seed, duration_s, sha)
+        kept = checkpoint.load(job.checkpoints, keys[i]) if reuse else None
+        if kept is not None:
+            results[i] = kept
+            if on_reused:
+                on_reused(job, kept)
+
+    def finished(i: int, r: MethodResult) -> None:
+        results[i] = r
+        job = todo[i]
+        if job.checkpoints is not None:
+            checkpoint.save(job.checkpoints, keys[i], r)
         if on_done:
-            on_done(m, s, r)
+            on_done(job, r)
 
-    todo = [(m, s) for s in seeds for m in methods if (s, m) not in results]
-    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    left = [i for i in range(len(todo)) if i not in results]
+    jobs = min(jobs or os.cpu_count() or 1, len(left))
     if jobs <= 1:
-        for m, s in todo:
-            finished(m, s, run_method(m, duration_s, s, profile))
+        for i in left:
+            j = todo[i]
+            finished(i, run_method(j.method, duration_s, j.seed, j.profile))
     else:
-        args = [(m, duration_s, s, profile) for m, s in todo]
+        args = [(i, todo[i].method, duration_s, todo[i].seed, todo[i].profile) for i in left]
         with _worker_pool(jobs) as pool:
-            for m, s, r in pool.imap_unordered(_run_one, args):
-                finished(m, s, r)
-    return {s: {m: results[s, m] for m in methods} for s in seeds}
+            for i, r in pool.imap_unordered(_run_one, args):
+                finished(i, r)
+    return [results[i] for i in range(len(todo))]
 
 
-def _run_one(args: tuple[str, float, int, str | None]) -> tuple[str, int, MethodResult]:
-    return args[0], args[2], run_method(*args)
+def _run_one(args: tuple[int, str, float, int, str | None]) -> tuple[int, MethodResult]:
+    return args[0], run_method(*args[1:])
 
 
 def _ignore_sigint() -> None:
