@@ -78,8 +78,9 @@ class Irq(_Strict):
 
     rt_nic_cpu: int | None = Field(None, ge=0)
     heavy_nic_cpus: list[int] | None = None
-    rt_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX)
-    heavy_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX)
+    # strict: a TOML true / false would otherwise read as 1 (adaptive) / 0 (off)
+    rt_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX, strict=True)
+    heavy_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX, strict=True)
 
     @field_validator("heavy_nic_cpus")
     @classmethod

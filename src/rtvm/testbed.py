@@ -376,12 +376,6 @@ def _build_heavy(
 
 
 # -- assembly ---------------------------------------------------------------------------------
-def _itr_us(rx_usecs: int | None) -> int | None:
-    """ixgbe_set_coalesce(): rx-usecs 1 selects the adaptive ITR, as unset does; 0 turns
-    moderation off; a larger value is a fixed least interval between interrupts."""
-    return None if rx_usecs is None or rx_usecs == 1 else rx_usecs
-
-
 def build_testbed(
     method: MethodSpec,
     seed: int = 1,
@@ -427,10 +421,10 @@ def build_testbed(
         net=NetTunables(rt_poll_list=method.rt_poll_list, rtnet_prio=method.rtnet_prio),
     )
     llc = Llc(costs.llc_bytes, costs.llc_line, costs.llc_miss)
-    rt_itr, heavy_itr = _itr_us(rt_nic_rx_usecs), _itr_us(heavy_nic_rx_usecs)
-    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx, rt_itr)
+    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx, rt_nic_rx_usecs)
     heavies = [
-        _build_heavy(k, llc, method, i, halt_poll_ns, event_idx, heavy_itr) for i in range(heavy)
+        _build_heavy(k, llc, method, i, halt_poll_ns, event_idx, heavy_nic_rx_usecs)
+        for i in range(heavy)
     ]
     rt["client"].start()
     return Testbed(

@@ -72,3 +72,13 @@ def test_property_stage_means_add_up_to_the_mean_response_time(gaps):
     shares = [s["share_of_tail_excess"] for s in stages]
     if shares[0] is not None:
         assert sum(shares) == pytest.approx(1.0, abs=0.01)
+
+
+def test_the_stage_figure_draws_methods_without_stages_or_tails(tmp_path):
+    from rtvm.report.plots import stage_bars
+
+    one = {"from": "nic_rx", "to": "wire_out", "mean_us": 10.0, "tail_mean_us": None}
+    odd = {"from": "a", "to": "b", "mean_us": None, "tail_mean_us": 3.0}  # no title known
+    p = stage_bars({"m1": [one, odd], "m2": []}, tmp_path / "f.png")
+    assert p.stat().st_size > 0
+    assert stage_bars({}, tmp_path / "empty.png").stat().st_size > 0

@@ -49,6 +49,14 @@ def _rtvm(*args, timeout=300):
             "irq.heavy_nic_rx_usecs = 2000: Input should be less than or equal to 1022",
         ),
         (
+            'method = "vanilla"\n[irq]\nrt_nic_rx_usecs = 2000\n',
+            "irq.rt_nic_rx_usecs = 2000: Input should be less than or equal to 1022",
+        ),
+        (  # not read as 0 (off)
+            'method = "vanilla"\n[irq]\nrt_nic_rx_usecs = false\n',
+            "irq.rt_nic_rx_usecs = False: Input should be a valid integer",
+        ),
+        (
             'method = "vanilla"\n[host]\nnohz_full = [0, 1]\n',
             "nohz_full CPUs [0]: allowed 1..1 (CPU 0 keeps the tick)",
         ),
@@ -275,9 +283,32 @@ def test_segments_table_prints_mean_and_p99_and_marks_a_segment_without_samples(
     assert "-" in row.split("│")[3]
 
 
+def test_sim_hands_each_nics_rx_usecs_to_the_testbed(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import rtvm.experiments.runner as runner
+    from rtvm.cli import main
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs["testbed"])
+        raise Stop
+
+    monkeypatch.setattr(runner, "run_method", capture)
+    p = tmp_path / "s.toml"
+    p.write_text('method = "vanilla"\n[irq]\nrt_nic_rx_usecs = 50\nheavy_nic_rx_usecs = 0\n')
+    r = CliRunner().invoke(main, ["sim", str(p)])
+    assert isinstance(r.exception, Stop)
+    assert seen["rt_nic_rx_usecs"] == 50 and seen["heavy_nic_rx_usecs"] == 0
+
+
 def test_sim_passes_the_nics_rx_usecs_to_their_interrupt_moderation(tmp_path):
     """rx-usecs 0 on the heavy NICs (no moderation) raises their interrupt rate well above
-    the adaptive ITR's ~8,000 per second and CPU."""
+    the adaptive ITR's ~8,000 per second per NIC."""
 
     def device_irqs(extra: str) -> int:
         p = tmp_path / "s.toml"

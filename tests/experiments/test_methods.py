@@ -275,3 +275,5 @@ def test_rx_usecs_set_each_nics_interrupt_moderation_as_ixgbe_does():
     assert all(not h.rxq.itr.adaptive and h.rxq.itr.interval_ns == 0 for h in tb.heavies)
     default = build_testbed(METHODS["threaded"], rt_nic_rx_usecs=1)  # 1: adaptive
     assert default.rxq.itr.adaptive and all(h.rxq.itr.adaptive for h in default.heavies)
+    fixed2 = build_testbed(METHODS["threaded"], rt_nic_rx_usecs=2)  # 2 is fixed, not adaptive
+    assert not fixed2.rxq.itr.adaptive and fixed2.rxq.itr.interval_ns == 2_000

@@ -85,11 +85,16 @@ class Itr:
     smoothing (new = 10 new old / (9 new + old)). A bulk TCP stream settles at about 125 us
     between interrupts (~100 MTU frames per interrupt at 10 Gb/s); a sparse RT flow at 10 us,
     which never delays it since its requests are milliseconds apart. ``fixed_us`` models
-    ``ethtool -C rx-usecs N`` (0: no moderation). Linux 4.1's values; a later ixgbe raised the
-    bulk floor to 12K ints/s (commit 8ac34f10a5ea4).
+    ``ethtool -C rx-usecs N`` as ixgbe_set_coalesce() takes it: 1 (and None) is the adaptive
+    ITR, 0 no moderation, a larger N a fixed N us. The 82599 keeps the interval in 2 us steps
+    (ixgbe_write_eitr masks it with IXGBE_MAX_EITR: rx-usecs 125, or the bulk rate's 500
+    units, give 124 us); the model takes N and the rates' intervals as they are. Linux 4.1's
+    values; a later ixgbe raised the bulk floor to 12K ints/s (commit 8ac34f10a5ea4).
     """
 
     def __init__(self, fixed_us: int | None = None) -> None:
+        if fixed_us == 1:  # rx-usecs 1 selects the adaptive ITR (ixgbe's default)
+            fixed_us = None
         self.adaptive = fixed_us is None
         self.itr = ITR_20K if fixed_us is None else fixed_us * 4  # q_vector->itr at alloc
         self.latency = LOWEST_LATENCY  # ring_container->itr (kzalloc'd)

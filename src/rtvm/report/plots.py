@@ -87,7 +87,8 @@ def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
             if k not in keys:
                 keys.append(k)
     cmap = plt.get_cmap("tab20")
-    color = {k: cmap(i % 20) for i, k in enumerate(keys)}
+    hues = [*range(0, 20, 2), *range(1, 20, 2)]  # the dark shades first: neighbours differ
+    color = {k: cmap(hues[i % 20]) for i, k in enumerate(keys)}
     names = list(stages)
     fig, ax = plt.subplots(figsize=(8, 1.0 * len(names) + 2.2))
     labelled: set[tuple[str, str]] = set()
@@ -102,7 +103,8 @@ def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
                 label = None
                 if k not in labelled:
                     labelled.add(k)
-                    label = f"{k[0]} -> {k[1]}: {STAGE_TITLES.get(k, '')}"
+                    title = STAGE_TITLES.get(k)
+                    label = f"{k[0]} -> {k[1]}" + (f": {title}" if title else "")
                 ax.barh(y, width, left=left, color=color[k], label=label, height=0.8)
                 left += width
             ticks.append(y)
@@ -110,5 +112,6 @@ def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     ax.set_yticks(ticks, labels)
     ax.invert_yaxis()
     ax.set_xlabel("response time at the wire, stage by stage (us), model")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+    if keys:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return _save(fig, path)
