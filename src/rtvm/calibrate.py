@@ -350,10 +350,10 @@ class CandidateRunner:
             if self.out is None:
                 raise
             raise RunFailed(f"cannot keep a finished run under --out {self.out}: {e}") from None
-        n = len(methods)
+        n = len(methods)  # results come in todo's order: n per distinct text
         rows_of = {
-            digest: [r.row for r in results[i : i + n]]
-            for i, digest in zip(range(0, len(results), n), dict.fromkeys(digests), strict=True)
+            d: [r.row for r in results[k * n : (k + 1) * n]]
+            for k, d in enumerate(dict.fromkeys(digests))
         }
         return [rows_of[d] for d in digests]
 
