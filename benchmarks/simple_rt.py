@@ -3,12 +3,15 @@
     python benchmarks/simple_rt.py                    # 4 methods x 30 s, one core, + traced run
     python benchmarks/simple_rt.py --duration 3       # shorter
     python benchmarks/simple_rt.py --memory 3 30      # peak RSS of one method at 3 s vs 30 s
+    python benchmarks/simple_rt.py --no-trace --compress-idle 20   # idle compression, against full
 
 It measures the installed build; the output says which (``build``: python or mypyc).
 
 Speed: all four methods run one after another in one process (one core), then the same with
 tracing on; the bar is <= 20 s for 30 s per method. Memory: each length runs in a fresh
-process; the bar is that 10x the simulated time costs <= 1.2x the peak memory.
+process; the bar is that 10x the simulated time costs <= 1.2x the peak memory. With
+--compress-idle N the four methods also run under idle compression, right after the full
+runs, and the output gives the ratio (workloads.idle_compression).
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from rtvm.experiments.runner import run_method
 from rtvm.methods import PAPER_METHODS
 
 
-def speed(duration: float, traced: bool) -> dict[str, float]:
+def speed(duration: float, traced: bool, idle_keep: int | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         for m in PAPER_METHODS:
+            trace = str(Path(d) / f"{m}.json") if traced else None
             t0 = time.perf_counter()
-            run_method(m, duration, 1, trace_path=str(Path(d) / f"{m}.json") if traced else None)
+            run_method(m, duration, 1, trace_path=trace, idle_keep=idle_keep)
             out[m] = time.perf_counter() - t0
     return out
 
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trace", action="store_true", help="skip the traced run")
     ap.add_argument("--memory", nargs=2, type=float, metavar=("SHORT_S", "LONG_S"))
     ap.add_argument("--method", default="threaded", help="method for --memory")
+    ap.add_argument(
+        "--compress-idle", type=int, default=None, metavar="N", help="also time idle compression"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     result: dict[str, object] = {}
@@ -79,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             result.update(
                 traced_total_wall_s=round(sum(traced.values()), 2),
                 trace_overhead=round(sum(traced.values()) / sum(plain.values()), 2),
+            )
+        if args.compress_idle:
+            fast = speed(args.duration, traced=False, idle_keep=args.compress_idle)
+            result.update(
+                compress_idle=args.compress_idle,
+                compressed_wall_s={k: round(v, 2) for k, v in fast.items()},
+                compressed_total_wall_s=round(sum(fast.values()), 2),
+                speedup=round(sum(plain.values()) / sum(fast.values()), 2),
             )
     result["build"] = build_kind()  # python or mypyc (RTVM_USE_MYPYC=1 pip install .)
     result["self_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -288,8 +288,10 @@ class CandidateRunner:
         out: Path | None,
         methods: tuple[str, ...] | None = None,
         on_method: Callable[[str], None] | None = None,
+        idle_keep: int | None = None,
     ) -> None:
         self.src_path = src_path
+        self.idle_keep = idle_keep  # idle compression of every run (None: none)
         self.duration = duration
         self.seed = seed
         self.out = out
@@ -332,7 +334,7 @@ class CandidateRunner:
             if digest not in digests:
                 tmp = atomic_write_text(self._workdir / f"candidate-{digest}.toml", text)
                 ckpt = self.out / "checkpoints" / digest if self.out is not None else None
-                todo += [exp.RunJob(m, self.seed, str(tmp), ckpt) for m in methods]
+                todo += [exp.RunJob(m, self.seed, str(tmp), ckpt, self.idle_keep) for m in methods]
             digests.append(digest)
         left = {j.profile: len(methods) for j in todo}  # methods still to come, per text
         told = self.on_method

@@ -140,6 +140,22 @@ def json_option(f: F) -> F:
     )(f)
 
 
+def compress_idle_option(f: F) -> F:
+    """--compress-idle N: idle compression (workloads.idle_compression) for the commands that
+    run the testbed's methods many times (reproduce, sensitivity)."""
+    return click.option(
+        "--compress-idle",
+        "compress_idle",
+        type=click.IntRange(min=1, max=1000),
+        default=1,
+        show_default=True,
+        metavar="N",
+        help="Simulate 1/N of each gap between RT requests beyond its first 1 ms and stand in "
+        "for the rest by the heavy flows' steady rates: about 4x faster at N=20, for sweeps "
+        "(docs/model.md gives its error against full runs). 1: every gap in full.",
+    )(f)
+
+
 def common_options(f: F) -> F:
     """--seed, --quick, --out and --json, in that order in --help."""
     return seed_option(quick_option(out_option(json_option(f))))

@@ -46,6 +46,7 @@ from rtvm.cli_support import (
     RunFailed,
     atomic_write_json,
     command_epilog,
+    compress_idle_option,
     console,
     emit_json,
     fail_input,
@@ -235,6 +236,7 @@ def run_sensitivity(
     help=f"Methods to run, comma-separated (default: {', '.join(METHODS)}).",
 )
 @candidate_options
+@compress_idle_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -250,6 +252,7 @@ def sensitivity(
     duration: float,
     seed: int,
     profile: Path | None,
+    compress_idle: int,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -269,7 +272,9 @@ def sensitivity(
             console=console,
             transient=True,
         ) as progress,
-        CandidateRunner(profile_source(profile), duration, seed, out, picked) as evaluate,
+        CandidateRunner(
+            profile_source(profile), duration, seed, out, picked, idle_keep=compress_idle
+        ) as evaluate,
     ):
         task = progress.add_task(
             f"sensitivity: {len(chosen)} costs x 2 runs + the profile's, "
@@ -288,7 +293,8 @@ def sensitivity(
         rows,
         [r for r in SIMPLE_RT if r["method"] in picked],
         scenario={"testbed": "garcia2018", "methods": list(picked), "step": step,
-                  "costs": [p.cost for p in chosen]},
+                  "costs": [p.cost for p in chosen],
+                  **({"compress_idle": compress_idle} if compress_idle > 1 else {})},
         base=base_rows,
         left_out=skipped,
         profile_sha256=base.sha256,

@@ -102,6 +102,7 @@ def sim(
                 "rt_nic_rx_usecs": sc.irq.rt_nic_rx_usecs,
                 "heavy_nic_rx_usecs": sc.irq.heavy_nic_rx_usecs,
             },
+            idle_keep=sc.compress_idle,
         )
     except (KeyError, ValueError) as e:
         raise UserError(f"{scenario}: {e}") from None
@@ -124,7 +125,8 @@ def sim(
     if as_json:
         emit_json(env)
         return
-    t = Table(title=f"{sc.name}: {sc.method}, seed {sd}, {dur:g} s simulated")
+    squeezed = f", idle compressed 1/{sc.compress_idle}" if sc.compress_idle > 1 else ""
+    t = Table(title=f"{sc.name}: {sc.method}, seed {sd}, {dur:g} s simulated{squeezed}")
     for col in (
         "mean us",
         "p50 us",

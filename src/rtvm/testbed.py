@@ -41,6 +41,7 @@ from rtvm.virt import (
     Vm,
 )
 from rtvm.virt.vcpu import Vcpu
+from rtvm.workloads.idle_compression import IdleCompression
 from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 
 GBPS = 1_000_000_000
@@ -123,6 +124,7 @@ class Testbed:
     vhost: VhostNet | None = None
     virtio: GuestVirtioNet | None = None
     sock: Any = None
+    idle: IdleCompression | None = None
 
 
 # -- shared pieces ------------------------------------------------------------------------------
@@ -394,6 +396,7 @@ def build_testbed(
     heavy_nic_cpus: tuple[int, ...] | None = None,
     rt_nic_rx_usecs: int | None = None,
     heavy_nic_rx_usecs: int | None = None,
+    idle_keep: int | None = None,
 ) -> Testbed:
     """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs.
     ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq]).
@@ -401,7 +404,9 @@ def build_testbed(
     ethN rx-usecs`` sets it on ixgbe (None or 1: adaptive, the driver's default; 0: off; more:
     at least that many us between interrupts).
     ``nohz_full``: the NO_HZ_FULL CPUs; None: every CPU but CPU 0 (the testbed runs
-    NO_HZ_FULL, and 4.1 keeps the boot CPU's tick for timekeeping)."""
+    NO_HZ_FULL, and 4.1 keeps the boot CPU's tick for timekeeping).
+    ``idle_keep``: simulate 1/N of each RT gap beyond its floor (workloads.idle_compression);
+    None or 1: every gap in full."""
     if rt_nic_cpu is not None:
         method = replace(method, rt_nic_cpu=rt_nic_cpu)
     if heavy_nic_cpus is not None:
@@ -426,6 +431,15 @@ def build_testbed(
         _build_heavy(k, llc, method, i, halt_poll_ns, event_idx, heavy_nic_rx_usecs)
         for i in range(heavy)
     ]
+    idle = None
+    if idle_keep is not None and idle_keep > 1:
+        cpus = k.cpus
+
+        def probe() -> tuple[int, tuple[int, ...]]:
+            return sum(h.consumed_bytes for h in heavies), tuple(c.busy_now_ns() for c in cpus)
+
+        idle = IdleCompression(sim, llc, probe, idle_keep)
+        rt["client"].gap_map = idle.gap
     rt["client"].start()
     return Testbed(
         sim,
@@ -439,6 +453,7 @@ def build_testbed(
         rt.get("vhost"),
         rt.get("virtio"),
         rt.get("sock"),
+        idle,
     )
 
 

@@ -29,6 +29,7 @@ def _rtvm(*args, timeout=300):
         ('method = "nope"\n', "method = 'nope': unknown method; allowed: vanilla"),
         ('method = "threaded"\nduration_s = "x"\n', "duration_s = 'x'"),
         ('method = "threaded"\n[host]\ncpus = 0\n', "host.cpus = 0: Input should be greater"),
+        ('method = "threaded"\ncompress_idle = 0\n', "compress_idle = 0: Input should be greater"),
         (
             'method = "threaded"\n[workload.rr]\n'
             "interarrival_min_us = 5\ninterarrival_max_us = 4\n",

@@ -205,3 +205,24 @@ def test_candidate_runner_many_pools_candidates_and_runs_a_repeated_one_once(tmp
         assert rows[0] == rows[2] and rows[1] != rows[0]
         assert runner({"syscall": 2 * syscall}) == rows[1]  # from its checkpoint
     assert len(list((tmp_path / "checkpoints").rglob("outsourcing.npz"))) == 2
+
+
+def test_candidate_runner_compresses_idle_time_when_asked_and_keys_its_checkpoints_so(tmp_path):
+    """A sweep under --compress-idle runs every candidate compressed, and its checkpoints are
+    not mistaken for full runs (nor the other way round)."""
+    import json as _json
+
+    import numpy as np
+
+    from rtvm.calibrate import CandidateRunner, profile_source
+
+    for keep in (20, None):
+        with CandidateRunner(
+            profile_source(None), 0.3, 1, tmp_path / str(keep), ("outsourcing",), idle_keep=keep
+        ) as runner:
+            runner({})
+        (kept,) = (tmp_path / str(keep) / "checkpoints").rglob("outsourcing.npz")
+        with np.load(kept, allow_pickle=False) as z:
+            meta = _json.loads(str(z["meta_json"][()]))
+        assert meta["key"].get("idle_keep") == keep
+        assert ("idle_compression" in meta["extra"]) == (keep is not None)

@@ -48,10 +48,16 @@ def source_sha256() -> str:
 
 
 def run_key(
-    experiment: str, method: str, seed: int, duration_s: float, profile_sha256: str
+    experiment: str,
+    method: str,
+    seed: int,
+    duration_s: float,
+    profile_sha256: str,
+    idle_keep: int | None = None,
 ) -> dict[str, Any]:
-    """What one method's result depends on; equal keys give bit-identical results."""
-    return {
+    """What one method's result depends on; equal keys give bit-identical results. A run
+    under idle compression names it; a full run's key is as it always was."""
+    key: dict[str, Any] = {
         "experiment": experiment,
         "method": method,
         "seed": seed,
@@ -59,6 +65,9 @@ def run_key(
         "profile_sha256": profile_sha256,
         "source_sha256": source_sha256(),
     }
+    if idle_keep is not None and idle_keep > 1:
+        key["idle_keep"] = idle_keep
+    return key
 
 
 def path_for(directory: Path, method: str) -> Path:

@@ -20,6 +20,7 @@ from rtvm.cli_support import (
     atomic_write_json,
     command_epilog,
     common_options,
+    compress_idle_option,
     console,
     emit_json,
     fail_input,
@@ -103,6 +104,7 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     "stages its slowest 1% (at or above the p99) lose time in (always in the JSON's "
     "details.METHOD.stages).",
 )
+@compress_idle_option
 @click.pass_context
 def simple_rt(
     ctx: click.Context,
@@ -116,6 +118,7 @@ def simple_rt(
     fresh: bool,
     seeds_spec: str | None,
     show_stages: bool,
+    compress_idle: int,
 ) -> None:
     """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
 
@@ -131,6 +134,10 @@ def simple_rt(
     figure's mean over the seeds, then how far apart the seeds are and on how many seeds each
     bar holds; with --out, OUT/seed-N/ holds each seed's results as a single-seed run writes
     them, and OUT/results.json the summary.
+
+    --compress-idle N is for sweeps: it simulates only part of the heavy flows' steady state
+    between RT requests (the request paths in full) and says so in the table's title and in
+    the JSON's scenario.
     """
     from rtvm.experiments import simple_rt as exp
 
@@ -145,7 +152,7 @@ def simple_rt(
         if show_stages:
             fail_input("--stages with --seeds", "--stages with a single --seed")
         seeds = parse_seeds(seeds_spec)
-        _simple_rt_seeds(seeds, dur, profile, prof.sha256, out, as_json, jobs, fresh)
+        _simple_rt_seeds(seeds, dur, profile, prof.sha256, out, as_json, jobs, fresh, compress_idle)
         return
     ckpt = out / "checkpoints" if out is not None else None
     kept: list[str] = []
@@ -170,6 +177,7 @@ def simple_rt(
             checkpoints=ckpt,
             reuse=not fresh,
             on_reused=reused,
+            idle_keep=compress_idle,
         )
 
     results = _with_progress(
@@ -185,7 +193,7 @@ def simple_rt(
     checks = check_simple_rt(rows, published)
     env = result_envelope(
         "simple-rt", seed, dur, rows, published,
-        scenario={"testbed": "garcia2018", "methods": list(results)},
+        scenario=_scenario(list(results), compress_idle),
         profile_sha256=prof.sha256, wall_s=round(wall, 2), reused_methods=kept,
         fidelity=[c.as_dict() for c in checks],
         details={m: r.extra for m, r in results.items()},
@@ -198,7 +206,10 @@ def simple_rt(
         emit_json(env)
         return
     t = _model_table(
-        f"simple-rt: model (published), seed {seed}, {dur:g} s per method", rows, published
+        f"simple-rt: model (published), seed {seed}, {dur:g} s per method"
+        + _compressed_label(compress_idle),
+        rows,
+        published,
     )
     click.echo()
     wide = wide_console()
@@ -321,6 +332,7 @@ def _simple_rt_seeds(
     as_json: bool,
     jobs: int | None,
     fresh: bool,
+    compress_idle: int = 1,
 ) -> None:
     """simple-rt under several seeds: the seed-mean table, the spread, the bars per seed."""
     from rtvm.experiments import simple_rt as exp
@@ -352,6 +364,7 @@ def _simple_rt_seeds(
             checkpoints=(lambda s: seed_dir(s) / "checkpoints") if out else None,
             reuse=not fresh,
             on_reused=reused,
+            idle_keep=compress_idle,
         )
 
     results = _with_progress(
@@ -367,7 +380,7 @@ def _simple_rt_seeds(
     checks = {s: check_simple_rt(rows, published) for s, rows in rows_by_seed.items()}
     summary = exp.summarise_seeds(rows_by_seed)
     bars = across_seeds(checks)
-    scenario = {"testbed": "garcia2018", "methods": list(exp.PAPER_METHODS)}
+    scenario = _scenario(list(exp.PAPER_METHODS), compress_idle)
     env = result_envelope(
         "simple-rt", None, dur,
         [{**r, "seed": s} for s, rows in rows_by_seed.items() for r in rows], published,
@@ -397,8 +410,8 @@ def _simple_rt_seeds(
     label = _seeds_label(seeds)
     click.echo()
     wide.print(_model_table(
-        f"simple-rt: model (published), mean over seeds {label}, {dur:g} s per method",
-        summary, published,
+        f"simple-rt: model (published), mean over seeds {label}, {dur:g} s per method"
+        + _compressed_label(compress_idle), summary, published,
     ))  # fmt: skip
     wide.print(seed_spread_table(summary))
     wide.print(fidelity_seeds_table(bars))
@@ -408,6 +421,17 @@ def _simple_rt_seeds(
         f"published: Garcia, Shinjo, Pu, IEEE Access 2018. {len(seeds)} seeds, wall time "
         f"{wall:.1f} s" + (f" ({len(kept)} method runs reused)." if kept else ".")
     )
+
+
+def _scenario(methods: list[str], compress_idle: int) -> dict[str, Any]:
+    scenario: dict[str, Any] = {"testbed": "garcia2018", "methods": methods}
+    if compress_idle > 1:
+        scenario["compress_idle"] = compress_idle
+    return scenario
+
+
+def _compressed_label(compress_idle: int) -> str:
+    return f", idle compressed 1/{compress_idle}" if compress_idle > 1 else ""
 
 
 def _seeds_label(seeds: tuple[int, ...]) -> str:

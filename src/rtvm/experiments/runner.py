@@ -128,6 +128,23 @@ def _net_rx_passes(raw: dict[str, list[int]]) -> dict[str, dict[str, float | int
     return out
 
 
+#: how far a compressed run simulates between looks at its time (ns): it ends at most the
+#: removed time of this much simulation (a gap or two, ~10 ms) past its length
+_CHUNK_NS = 2_000_000
+
+
+def _run_to(tb: Testbed, sim_end: int, end: int) -> None:
+    """Simulate until ``sim_end`` ns of simulated time or ``end`` ns of time have passed,
+    whichever comes first: time is simulated time plus, under idle compression, the removed
+    time (the same for a full run)."""
+    idle = tb.idle
+    if idle is None:
+        tb.sim.run(until=min(sim_end, end))
+        return
+    while (left := min(sim_end - tb.sim.now, end - tb.sim.now - idle.removed_ns)) > 0:
+        tb.sim.run(until=tb.sim.now + min(left, _CHUNK_NS))
+
+
 def run_method(
     method: str,
     duration_s: float,
@@ -138,8 +155,13 @@ def run_method(
     trace_path: str | None = None,
     rr: dict[str, int] | None = None,
     testbed: dict[str, Any] | None = None,
+    idle_keep: int | None = None,
 ) -> MethodResult:
-    """Simulate ``method`` for ``duration_s`` (simulated seconds) and summarise it."""
+    """Simulate ``method`` for ``duration_s`` (simulated seconds) and summarise it.
+
+    ``idle_keep`` > 1 compresses the RT gaps (workloads.idle_compression): the run simulates
+    until simulated plus removed time reaches ``duration_s``, and throughput and CPU
+    utilisation are per represented second."""
     costs: CostProfile = load_profile(profile)
     if overrides:
         costs = costs.with_values(**overrides)
@@ -151,30 +173,44 @@ def run_method(
     rr_cfg = rr_config(costs, **(rr or {}))
     t0 = time.perf_counter()
     tb = build_testbed(
-        METHODS[method], seed=seed, costs=costs, rr=rr_cfg, tracer=tracer, **(testbed or {})
+        METHODS[method],
+        seed=seed,
+        costs=costs,
+        rr=rr_cfg,
+        tracer=tracer,
+        idle_keep=idle_keep,
+        **(testbed or {}),
     )
     end = int(duration_s * SEC)
     warm = min(int(warmup_s * SEC), end // 2)
-    tb.sim.run(until=warm)
+    _run_to(tb, warm, end // 2)  # the senders' ramp-up: simulated, at most half the run
+    warm = tb.sim.now
+    if tb.idle is not None:
+        tb.idle.open_window()
     busy0, bytes0, names0, irq_over0 = _snapshot(tb)
-    tb.sim.run(until=end)
+    _run_to(tb, end, end)
     busy1, bytes1, names1, irq_over1 = _snapshot(tb)
     wall = time.perf_counter() - t0
     if tracer is not None and trace_path:
         tracer.write(trace_path)
-    window = end - warm
+    sim_window = tb.sim.now - warm
+    busy_d = [b1 - b0 for b0, b1 in zip(busy0, busy1, strict=True)]
+    heavy_d = bytes1 - bytes0
+    window = sim_window
+    if tb.idle is not None:
+        window, heavy_d, busy_d = tb.idle.represented(sim_window, heavy_d, busy_d)
     col = tb.client.stats.path_ns()  # the run is over: views, no copies
     # the stages first: their per-stage arrays come and go before the kept ones are made,
     # which keeps the peak memory of a long run down (the memory bar)
     stages = path_stages(col, PATH_PROBES)
     lat = col["wire_out"] / 1000.0
     seg = {name: us_between(col, a, b) for name, (a, b) in SEGMENTS.items()}
-    by_cpu = [100.0 * (b1 - b0) / window for b0, b1 in zip(busy0, busy1, strict=True)]
+    by_cpu = [100.0 * b / window for b in busy_d]
     stats = from_samples(lat).row()
     row: dict[str, Any] = {"method": method}
     for key in ("mean_us", "p50_us", "p99_us", "p999_us", "max_us", "sd_us", "samples"):
         row[key] = stats[key]
-    row["heavy_gbps"] = round((bytes1 - bytes0) * 8 / window, 3)
+    row["heavy_gbps"] = round(heavy_d * 8 / window, 3)
     row["cpu_util_pct"] = round(sum(by_cpu) / len(by_cpu), 2)
     row["cpu_util_pct_by_cpu"] = [round(x, 2) for x in by_cpu]
     row["lost"] = tb.client.stats.sent - len(tb.client.stats)
@@ -194,8 +230,10 @@ def run_method(
         },
         "segments": {name: _segment_row(v) for name, v in seg.items()},
         "stages": stages,
-        "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, window),
+        "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, sim_window),
         "interrupted_us_by_thread": _interrupted_us(irq_over0, irq_over1),
         "profile_sha256": costs.sha256,
     }
+    if tb.idle is not None:
+        extra["idle_compression"] = {**tb.idle.summary(), "simulated_s": tb.sim.now / SEC}
     return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)

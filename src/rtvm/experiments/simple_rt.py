@@ -34,13 +34,15 @@ QUICK_S = 3.0
 
 @dataclass(frozen=True)
 class RunJob:
-    """One method run: which method, seed and profile (None: the embedded one), and the
-    directory that keeps it once finished (None: not kept)."""
+    """One method run: which method, seed and profile (None: the embedded one), the
+    directory that keeps it once finished (None: not kept), and its idle compression (None:
+    every gap simulated in full; see workloads.idle_compression)."""
 
     method: str
     seed: int
     profile: str | None = None
     checkpoints: Path | None = None
+    idle_keep: int | None = None
 
 
 def run(
@@ -53,6 +55,7 @@ def run(
     checkpoints: Path | None = None,
     reuse: bool = True,
     on_reused: Callable[[str, MethodResult], None] | None = None,
+    idle_keep: int | None = None,
 ) -> dict[str, MethodResult]:
     """Run ``methods`` with one seed; in parallel processes if ``jobs`` > 1 (default: the free
     cores).
@@ -60,12 +63,14 @@ def run(
     With ``checkpoints`` (a directory), each finished method is written there at once and a
     method already there with the same key (experiment.checkpoint.run_key) is loaded instead of
     simulated again (unless ``reuse`` is False): an interrupted run loses nothing.
-    ``on_reused`` hears of the methods loaded.
+    ``on_reused`` hears of the methods loaded. ``idle_keep`` > 1: idle compression.
     """
     done = (lambda m, _s, r: on_done(m, r)) if on_done else None
     reused = (lambda m, _s, r: on_reused(m, r)) if on_reused else None
     ckpt = (lambda _s: checkpoints) if checkpoints is not None else None
-    return run_seeds(duration_s, (seed,), methods, profile, jobs, done, ckpt, reuse, reused)[seed]
+    return run_seeds(
+        duration_s, (seed,), methods, profile, jobs, done, ckpt, reuse, reused, idle_keep
+    )[seed]
 
 
 def run_seeds(
@@ -78,6 +83,7 @@ def run_seeds(
     checkpoints: Callable[[int], Path] | None = None,
     reuse: bool = True,
     on_reused: Callable[[str, int, MethodResult], None] | None = None,
+    idle_keep: int | None = None,
 ) -> dict[int, dict[str, MethodResult]]:
     """Run every method under every seed, all (method, seed) pairs in one process pool.
 
@@ -85,7 +91,7 @@ def run_seeds(
     :func:`run`). Returns ``{seed: {method: result}}`` in the order given.
     """
     todo = [
-        RunJob(m, s, profile, checkpoints(s) if checkpoints is not None else None)
+        RunJob(m, s, profile, checkpoints(s) if checkpoints is not None else None, idle_keep)
         for s in seeds
         for m in methods
     ]
@@ -122,7 +128,9 @@ def run_jobs(
         if job.profile not in shas:
             shas[job.profile] = load_profile(job.profile).sha256
         sha = shas[job.profile]
-        keys[i] = checkpoint.run_key(EXPERIMENT, job.method, job.seed, duration_s, sha)
+        keys[i] = checkpoint.run_key(
+            EXPERIMENT, job.method, job.seed, duration_s, sha, job.idle_keep
+        )
         kept = checkpoint.load(job.checkpoints, keys[i]) if reuse else None
         if kept is not None:
             results[i] = kept
@@ -142,17 +150,21 @@ def run_jobs(
     if jobs <= 1:
         for i in left:
             j = todo[i]
-            finished(i, run_method(j.method, duration_s, j.seed, j.profile))
+            finished(i, _run_job(j, duration_s))
     else:
-        args = [(i, todo[i].method, duration_s, todo[i].seed, todo[i].profile) for i in left]
+        args = [(i, todo[i], duration_s) for i in left]
         with _worker_pool(jobs) as pool:
             for i, r in pool.imap_unordered(_run_one, args):
                 finished(i, r)
     return [results[i] for i in range(len(todo))]
 
 
-def _run_one(args: tuple[int, str, float, int, str | None]) -> tuple[int, MethodResult]:
-    return args[0], run_method(*args[1:])
+def _run_job(job: RunJob, duration_s: float) -> MethodResult:
+    return run_method(job.method, duration_s, job.seed, job.profile, idle_keep=job.idle_keep)
+
+
+def _run_one(args: tuple[int, RunJob, float]) -> tuple[int, MethodResult]:
+    return args[0], _run_job(args[1], args[2])
 
 
 def _ignore_sigint() -> None:

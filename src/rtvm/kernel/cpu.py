@@ -131,6 +131,14 @@ class Cpu:
     def busy_total_ns(self) -> int:
         return sum(self.busy_ns.values())
 
+    def busy_now_ns(self) -> int:
+        """Busy time up to now, the running slice included, without charging it (``account``
+        would: reading the CPU must not split its slices)."""
+        busy = self.busy_total_ns
+        if self.irq_stack or self.curr is not None:
+            busy += self.sim.now - self.mark
+        return busy
+
     # -- running contexts ------------------------------------------------------------------
     def _start(self, ctx: Context) -> None:
         """Let ``ctx`` (now on top) continue: resume its request or advance its code."""

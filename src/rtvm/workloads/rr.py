@@ -199,17 +199,24 @@ class RrClient:
             .draw
         )
         self._times = list(times) if times is not None else None
+        #: how long a drawn gap is simulated (idle compression); None: as drawn
+        self.gap_map: Callable[[int], int] | None = None
 
     def start(self) -> None:
         if self._times is not None:
             for t in self._times:
                 self.kernel.sim.at(t, self._send_one)
         else:
-            self.kernel.sim.after(self._gap(), self._send_periodic)
+            self.kernel.sim.after(self._next_gap(), self._send_periodic)
+
+    def _next_gap(self) -> int:
+        gap = self._gap()
+        return gap if self.gap_map is None else self.gap_map(gap)
 
     def _send_periodic(self, _: Any) -> int:
+        gap = self._next_gap()  # first: a gap map closes the quiet interval before the send
         self._send_one(None)
-        return self._gap()  # re-armed by the engine
+        return gap  # re-armed by the engine
 
     def _send_one(self, _: Any) -> None:
         rid = self._next_id

@@ -1,0 +1,183 @@
+"""Idle compression: the gap map, the removed time's LLC streaming and totals, and a real run
+that stands for the same time as a full one with fewer events."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtvm.engine import Simulator
+from rtvm.experiments import checkpoint
+from rtvm.experiments.runner import run_method
+from rtvm.kernel.llc import Llc
+from rtvm.workloads.idle_compression import IdleCompression
+
+MS = 1_000_000
+MB = 1 << 20
+
+
+def _compression(keep: int = 20, **kw):
+    """An IdleCompression on a bare simulator whose probe reports a steady 1 byte/ns of heavy
+    data and CPU 0 busy half the time."""
+    sim = Simulator()
+    llc = Llc(8 * MB, 64, 65)
+    idle = IdleCompression(sim, llc, lambda: (sim.now, (sim.now // 2, 0)), keep, **kw)
+    return sim, llc, idle
+
+
+def _send(sim: Simulator, idle: IdleCompression, drawn: int) -> int:
+    """The client's side: draw a gap at a send, then let the simulated part of it pass."""
+    simulated = idle.gap(drawn)
+    sim.run(until=sim.now + simulated)
+    return simulated
+
+
+def test_keep_1_simulates_every_gap_as_drawn():
+    sim, _, idle = _compression(keep=1)
+    assert [_send(sim, idle, g) for g in (1 * MS, 7 * MS, 10 * MS)] == [1 * MS, 7 * MS, 10 * MS]
+    assert idle.removed_ns == 0
+    assert sim.pending == 0
+
+
+def test_gaps_beyond_the_floor_keep_one_nth_and_every_reference_gap_up_to_its_length():
+    sim, _, idle = _compression(keep=20, reference=4)
+    drawn = [9 * MS, 9 * MS, 800_000, 3 * MS, 5 * MS, 2 * MS]
+    got = [_send(sim, idle, g) for g in drawn]
+    # gap 0 and gap 4 are reference gaps: up to 3 ms; the others keep 1/20 beyond 1 ms, and
+    # one under the floor stays whole
+    assert got == [3 * MS, 1 * MS + 8 * MS // 20, 800_000, 1 * MS + 2 * MS // 20, 3 * MS, 1_050_000]
+    idle.gap(1 * MS)  # the last gap's removed time passes at the next send
+    assert idle.removed_ns == sum(drawn) - sum(got)
+
+
+@given(st.lists(st.integers(min_value=1 * MS, max_value=10 * MS), min_size=1, max_size=40))
+def test_simulated_plus_removed_is_the_drawn_time(drawn):
+    sim, _, idle = _compression(keep=7, reference=5)
+    simulated = [_send(sim, idle, g) for g in drawn]
+    idle.gap(1 * MS)
+    assert all(0 < s <= g for s, g in zip(simulated, drawn, strict=True))
+    assert sum(simulated) + idle.removed_ns == sum(drawn)
+    assert sim.now == sum(simulated)  # time never goes back, nothing but the simulated part ran
+
+
+def test_the_removed_time_streams_through_the_llc_at_the_steady_rate_and_spares_busy_lines():
+    sim, llc, idle = _compression(keep=20, reference=2)
+    llc.register("rt-server", 64 * 1024)
+    llc.register("heavy-path", 64 * 1024)
+
+    def heavy_streams(_):  # the heavy flows: 1 byte per ns through the LLC, their path busy
+        llc.stream(10_000)
+        llc.touch("heavy-path")
+        return 10_000
+
+    sim.after(0, heavy_streams)
+    llc.touch("rt-server")  # the request touched its working set at the send
+    _send(sim, idle, 3 * MS)  # the reference gap: steady from 1.5 ms on
+    llc.touch("rt-server")  # the next request
+    before = llc.streamed
+    simulated = idle.gap(9 * MS)  # keeps 1.4 ms, removes 7.6 ms
+    assert idle._steady_all.streamed / idle._steady_all.ns == pytest.approx(1.0, rel=0.01)
+    sim.run(until=sim.now + simulated)
+    idle.gap(1 * MS)  # its removed time passes now, before the next request
+    removed = 9 * MS - (1 * MS + 8 * MS // 20)
+    assert llc.streamed - before == pytest.approx(1.4 * MS + removed, rel=0.01)
+    rt, heavy = llc.owners["rt-server"], llc.owners["heavy-path"]
+    # the RT set slept through the whole gap: it pays for all of it; the heavy path's lines
+    # stayed resident through the removed time, as if it had kept touching them
+    assert llc.streamed - rt.last_stream_mark == pytest.approx(9 * MS, rel=0.01)
+    assert llc.streamed - heavy.last_stream_mark <= 10_000 + removed * 0.01
+    lines = 64 * 1024 // 64
+    stall = llc.touch("rt-server")
+    assert stall == round(lines * (1 - math.exp(-9 * MS / (8 * MB)))) * 65
+
+
+def test_fast_forward_keeps_only_owners_touched_since_the_mark():
+    llc = Llc(8 * MB, 64, 65)
+    llc.register("asleep", 6400)
+    llc.register("busy", 6400)
+    llc.stream(1000)
+    mark = llc.streamed
+    llc.touch("busy")
+    llc.fast_forward(16 * MB, mark)
+    assert llc.touch("busy") == 0
+    assert llc.touch("asleep") == round(100 * (1 - math.exp(-(16 * MB + 1000) / (8 * MB)))) * 65
+
+
+def test_represented_adds_the_removed_time_at_the_steady_rates():
+    sim, _, idle = _compression(keep=10, reference=2)
+    for g in (3 * MS, 6 * MS, 3 * MS, 6 * MS):
+        _send(sim, idle, g)
+    idle.open_window()
+    for g in (3 * MS, 6 * MS):
+        _send(sim, idle, g)
+    idle.gap(1 * MS)
+    removed = idle.window_removed_ns
+    # a gap's removed time passes just before the next request: the window holds that of the
+    # gap before it opened and of its own second gap (its first is a reference gap, in full)
+    assert removed == 2 * (6 * MS - (1 * MS + 5 * MS // 10))
+    assert idle.steady.ns == 1_500_000  # the window's one reference gap, from 1.5 ms on
+    sim_ns, heavy, busy = idle.represented(4_000_000, 123, [1000, 0])
+    # the probe's steady rates: 1 heavy byte and half a CPU-0 ns per ns
+    assert (sim_ns, heavy, busy) == (4_000_000 + removed, 123 + removed, [1000 + removed // 2, 0])
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        _compression(keep=0)
+    with pytest.raises(ValueError, match="settle_ns < floor_ns"):
+        _compression(settle_ns=2 * MS)
+
+
+def test_a_compressed_run_stands_for_the_same_time_with_far_fewer_events():
+    full = run_method("outsourcing", 0.6, seed=2)
+    fast = run_method("outsourcing", 0.6, seed=2, idle_keep=20)
+    ic = fast.extra["idle_compression"]
+    assert ic["keep"] == 20 and ic["removed_s"] > 0.3 and ic["steady_s"] > 0
+    assert ic["simulated_s"] + ic["removed_s"] == pytest.approx(0.6, abs=0.03)
+    assert fast.events < full.events / 2
+    # the same number of requests (the same drawn gaps) and the same path
+    assert abs(fast.row["samples"] - full.row["samples"]) <= 6
+    for key, rel in (("mean_us", 0.03), ("heavy_gbps", 0.02), ("cpu_util_pct", 0.03)):
+        assert fast.row[key] == pytest.approx(full.row[key], rel=rel), key
+    assert "idle_compression" not in full.extra
+
+
+def test_compression_changes_the_checkpoint_key_but_not_a_full_runs():
+    full = checkpoint.run_key("simple-rt", "vanilla", 1, 30.0, "sha")
+    assert checkpoint.run_key("simple-rt", "vanilla", 1, 30.0, "sha", 1) == full
+    assert "idle_keep" not in full
+    assert checkpoint.run_key("simple-rt", "vanilla", 1, 30.0, "sha", 20)["idle_keep"] == 20
+
+
+def _rtvm(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "rtvm", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_reproduce_says_it_compressed_and_refuses_a_bad_setting():
+    r = _rtvm("reproduce", "simple-rt", "--duration", "0.15", "--compress-idle", "20", "--json")
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert env["scenario"]["compress_idle"] == 20
+    assert all(d["idle_compression"]["keep"] == 20 for d in env["details"].values())
+    bad = _rtvm("reproduce", "simple-rt", "--compress-idle", "0")
+    assert bad.returncode == 2
+    assert "--compress-idle" in bad.stderr and "0" in bad.stderr
+
+
+def test_a_scenario_can_ask_for_compression(tmp_path):
+    sc = tmp_path / "fast.toml"
+    sc.write_text('method = "outsourcing"\nduration_s = 0.3\ncompress_idle = 10\n')
+    r = _rtvm("sim", str(sc), "--json")
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert env["scenario"]["compress_idle"] == 10
+    assert env["details"]["idle_compression"]["keep"] == 10
+    assert env["rows"][0]["samples"] > 0
