@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.compress_idle is not None and (args.compress_idle < 2 or args.memory):
+        ap.error("--compress-idle takes N >= 2, and times speed runs (not --memory)")
     result: dict[str, object] = {}
     if args.memory:
         short, long_ = args.memory

@@ -151,9 +151,21 @@ def compress_idle_option(f: F) -> F:
         show_default=True,
         metavar="N",
         help="Simulate 1/N of each gap between RT requests beyond its first 1 ms and stand in "
-        "for the rest by the heavy flows' steady rates: about 4x faster at N=20, for sweeps "
-        "(docs/model.md gives its error against full runs). 1: every gap in full.",
+        "for the rest by the heavy flows' steady rates: for sweeps of runs of 10 s or more "
+        "(about 4x faster at N=20 and 30 s; docs/model.md gives its error against full "
+        "runs). 1: every gap in full.",
     )(f)
+
+
+def check_compress_idle(compress_idle: int, duration_s: float, duration_flag: str) -> None:
+    """Refuse idle compression of a run too short for its steady-rate sample (exit 2)."""
+    from rtvm.workloads.idle_compression import MIN_DURATION_S
+
+    if compress_idle > 1 and duration_s < MIN_DURATION_S:
+        fail_input(
+            f"--compress-idle {compress_idle} with {duration_flag} {duration_s:g}",
+            f"runs of at least {MIN_DURATION_S:g} s under idle compression",
+        )
 
 
 def common_options(f: F) -> F:

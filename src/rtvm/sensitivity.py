@@ -45,6 +45,7 @@ from rtvm.cli_support import (
     Interrupted,
     RunFailed,
     atomic_write_json,
+    check_compress_idle,
     command_epilog,
     compress_idle_option,
     console,
@@ -257,6 +258,7 @@ def sensitivity(
     as_json: bool,
 ) -> None:
     """How each cell (mean, p99, SD, heavy Gb/s, CPU) moves when one cost moves."""
+    check_compress_idle(compress_idle, duration, "--duration")
     base = load_start_profile(profile)
     chosen, skipped = _choose(base, costs, step)
     picked = _parse_methods(methods)

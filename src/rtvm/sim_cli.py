@@ -125,8 +125,12 @@ def sim(
     if as_json:
         emit_json(env)
         return
-    squeezed = f", idle compressed 1/{sc.compress_idle}" if sc.compress_idle > 1 else ""
-    t = Table(title=f"{sc.name}: {sc.method}, seed {sd}, {dur:g} s simulated{squeezed}")
+    length = (
+        f"{dur:g} s, idle compressed 1/{sc.compress_idle}"
+        if sc.compress_idle > 1
+        else f"{dur:g} s simulated"
+    )
+    t = Table(title=f"{sc.name}: {sc.method}, seed {sd}, {length}")
     for col in (
         "mean us",
         "p50 us",

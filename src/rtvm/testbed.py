@@ -41,7 +41,12 @@ from rtvm.virt import (
     Vm,
 )
 from rtvm.virt.vcpu import Vcpu
-from rtvm.workloads.idle_compression import IdleCompression
+from rtvm.workloads.idle_compression import (
+    DEFAULT_FLOOR_NS,
+    DEFAULT_REFERENCE_NS,
+    DEFAULT_RELAX_NS,
+    IdleCompression,
+)
 from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 
 GBPS = 1_000_000_000
@@ -432,13 +437,19 @@ def build_testbed(
         for i in range(heavy)
     ]
     idle = None
+    if idle_keep is not None and idle_keep < 1:
+        raise ValueError(f"idle_keep must be at least 1, got {idle_keep}")
     if idle_keep is not None and idle_keep > 1:
+        if request_times is not None:
+            raise ValueError("idle compression needs the client's random gaps, not request_times")
         cpus = k.cpus
 
         def probe() -> tuple[int, tuple[int, ...]]:
             return sum(h.consumed_bytes for h in heavies), tuple(c.busy_now_ns() for c in cpus)
 
-        idle = IdleCompression(sim, llc, probe, idle_keep)
+        floor = max(DEFAULT_FLOOR_NS, rr.interarrival_min_ns)
+        ref = max(DEFAULT_REFERENCE_NS, floor + DEFAULT_RELAX_NS)  # no reference gap below floor
+        idle = IdleCompression(sim, llc, probe, idle_keep, floor_ns=floor, reference_ns=ref)
         rt["client"].gap_map = idle.gap
     rt["client"].start()
     return Testbed(

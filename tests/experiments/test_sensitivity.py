@@ -209,19 +209,22 @@ def test_candidate_runner_many_pools_candidates_and_runs_a_repeated_one_once(tmp
 
 def test_candidate_runner_compresses_idle_time_when_asked_and_keys_its_checkpoints_so(tmp_path):
     """A sweep under --compress-idle runs every candidate compressed, and its checkpoints are
-    not mistaken for full runs (nor the other way round)."""
+    neither mistaken for full runs' nor overwrite them (and the other way round)."""
     import json as _json
 
     import numpy as np
 
     from rtvm.calibrate import CandidateRunner, profile_source
 
-    for keep in (20, None):
+    for keep, duration, name in (
+        (20, 10.0, "outsourcing-idle20.npz"),
+        (None, 0.3, "outsourcing.npz"),
+    ):
         with CandidateRunner(
-            profile_source(None), 0.3, 1, tmp_path / str(keep), ("outsourcing",), idle_keep=keep
+            profile_source(None), duration, 1, tmp_path, ("outsourcing",), idle_keep=keep
         ) as runner:
             runner({})
-        (kept,) = (tmp_path / str(keep) / "checkpoints").rglob("outsourcing.npz")
+        (kept,) = (tmp_path / "checkpoints").rglob(name)  # the other's file left alone
         with np.load(kept, allow_pickle=False) as z:
             meta = _json.loads(str(z["meta_json"][()]))
         assert meta["key"].get("idle_keep") == keep

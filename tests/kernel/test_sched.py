@@ -373,3 +373,26 @@ def test_a_boosted_cfs_task_pushed_to_another_cpu_carries_its_lag():
     k.sim.run(until=91 * MS)
     ran_b, ran_c = b.exec_ns - b0, c.exec_ns - c_0
     assert abs(ran_b - ran_c) < 5 * MS  # about half each, not ~1 ms against ~28 ms
+
+
+def test_busy_now_counts_the_running_slice_without_charging_it():
+    """Reading a CPU's busy time mid-slice (idle compression's probe) gives what account()
+    would, and leaves the CPU as it was: its slices, vruntimes and results unchanged."""
+    from rtvm.methods import METHODS
+    from rtvm.testbed import build_testbed
+
+    tb = build_testbed(METHODS["vanilla"], seed=1)
+    reads = []
+    for t in range(1_000_000, 30_000_000, 733_331):
+        tb.sim.run(until=t)
+        reads.append([c.busy_now_ns() for c in tb.kernel.cpus])
+        assert reads[-1] == [c.busy_now_ns() for c in tb.kernel.cpus]  # a read changes nothing
+    fresh = build_testbed(METHODS["vanilla"], seed=1)
+    for t, read in zip(range(1_000_000, 30_000_000, 733_331), reads, strict=True):
+        fresh.sim.run(until=t)
+        for c in fresh.kernel.cpus:
+            c.account()
+        assert read == [c.busy_total_ns for c in fresh.kernel.cpus]
+    assert tb.client.stats.columns()["wire_out"].tolist() == (
+        fresh.client.stats.columns()["wire_out"].tolist()
+    )

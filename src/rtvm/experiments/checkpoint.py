@@ -70,7 +70,11 @@ def run_key(
     return key
 
 
-def path_for(directory: Path, method: str) -> Path:
+def path_for(directory: Path, method: str, idle_keep: int | None = None) -> Path:
+    """Where a method's result is kept; a compressed run's apart from a full one's, so that
+    neither overwrites the other."""
+    if idle_keep is not None and idle_keep > 1:
+        return directory / f"{method}-idle{idle_keep}.npz"
     return directory / f"{method}.npz"
 
 
@@ -91,13 +95,14 @@ def save(directory: Path, key: dict[str, Any], result: MethodResult) -> Path:
         arrays[_SEGMENT + name] = np.asarray(v, dtype=np.float64)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    return atomic_write_bytes(path_for(directory, key["method"]), buf.getvalue())
+    path = path_for(directory, key["method"], key.get("idle_keep"))
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load(directory: Path, key: dict[str, Any]) -> MethodResult | None:
     """The checkpointed result for ``key``, or None if there is none, it is unreadable, or it
     was made with another key (another seed, length, profile or rtvm source)."""
-    p = path_for(directory, key["method"])
+    p = path_for(directory, key["method"], key.get("idle_keep"))
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z[_META][()]))

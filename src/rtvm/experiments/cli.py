@@ -18,6 +18,7 @@ from rtvm.cli_support import (
     RtvmGroup,
     RunFailed,
     atomic_write_json,
+    check_compress_idle,
     command_epilog,
     common_options,
     compress_idle_option,
@@ -142,6 +143,7 @@ def simple_rt(
     from rtvm.experiments import simple_rt as exp
 
     dur = duration or (exp.QUICK_S if quick else exp.FULL_S)
+    check_compress_idle(compress_idle, dur, "--quick" if quick and not duration else "--duration")
     try:
         prof = load_profile(profile)
     except (ValueError, OSError) as e:

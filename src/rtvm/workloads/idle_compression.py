@@ -7,11 +7,12 @@ their steady state within about 1.5 ms (they lose throughput while the RT path t
 then catch up); from there on a gap adds nothing but more of that steady state.
 
 Idle compression simulates a gap of ``g`` ns as ``floor + (g - floor) // keep`` ns (a gap up
-to ``floor`` in full; ``floor`` defaults to the workload's shortest gap, 1 ms, so the next
-request meets the heavy flows no less settled than a real one can), and stands in for the
-rest, the *removed* time, by the steady state's rates:
+to ``floor`` in full; the testbed sets ``floor`` to the workload's shortest gap, and to at least
+1 ms, so that the next request meets the heavy flows no less settled than a real one can), and
+stands in for the rest, the *removed* time, by the steady state's rates:
 
-- every ``reference``-th gap is a *reference gap*, simulated for up to ``reference_ns``; from
+- every ``reference``-th gap after a request is a *reference gap*, simulated for up to
+  ``reference_ns``; from
   ``relax_ns`` after its request to its end the heavy flows are steady, and that *steady
   interval*'s heavy bytes, CPU busy time and LLC streaming per ns are the rates that the removed
   time is charged at;
@@ -28,8 +29,10 @@ simulated. The arrival phase against the periodic timers stays random, since the
 gaps vary with the drawn ones. What compression gives up: what would have happened in the
 removed time itself (a tick there, a TCP loss, a slow change of where the scheduler places the
 heavy threads) is not simulated but stood in for by the steady rates, and slow processes run on
-simulated, not represented, time. ``keep = 1`` turns it off. docs/model.md gives its error
-against full runs.
+simulated, not represented, time. The steady rates are a sample (~16 ms of steady intervals
+per second of run), so a run needs some length for its throughput and CPU figures
+(``MIN_DURATION_S``). ``keep = 1`` turns it off. docs/model.md gives its error against full
+runs.
 """
 
 from __future__ import annotations
@@ -45,8 +48,12 @@ if TYPE_CHECKING:
 US = 1_000
 MS = 1_000_000
 
-#: a gap up to this long is simulated in full: the workload's shortest gap
+#: a gap up to this long is simulated in full: the default workload's shortest gap, and about
+#: when the heavy flows have caught up after a request (docs/model.md)
 DEFAULT_FLOOR_NS = 1 * MS
+#: the shortest run that idle compression accepts: its throughput and CPU figures rest on the
+#: steady intervals' sample, ~160 ms of them in 10 s (at 2 s a heavy throughput was 2-3% off)
+MIN_DURATION_S = 10.0
 #: every this many gaps, one is a reference gap
 DEFAULT_REFERENCE = 16
 #: a reference gap is simulated for up to this long...
@@ -100,8 +107,12 @@ class IdleCompression:
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        if not (settle_ns < floor_ns and relax_ns < reference_ns):
-            raise ValueError("need settle_ns < floor_ns and relax_ns < reference_ns")
+        if reference < 1:
+            raise ValueError(f"reference must be at least 1, got {reference}")
+        if not (0 <= relax_ns < reference_ns and 0 < settle_ns < min(floor_ns, reference_ns)):
+            raise ValueError(
+                "need 0 <= relax_ns < reference_ns and 0 < settle_ns < floor_ns, reference_ns"
+            )
         self.sim = sim
         self.llc = llc
         self.probe = probe
@@ -111,7 +122,7 @@ class IdleCompression:
         self.reference_ns = reference_ns
         self.relax_ns = relax_ns
         self.settle_ns = settle_ns
-        self.gaps = 0
+        self.gaps = 0  # gaps drawn, the lead-in before the first request included
         self.removed_ns = 0  # since the start of the run
         self.window_removed_ns = 0  # since ``open_window``
         self.steady = SteadyTotals()  # since ``open_window``
@@ -121,14 +132,15 @@ class IdleCompression:
         self._steady_start: tuple[int, int, tuple[int, ...], int] | None = None
 
     def gap(self, drawn_ns: int) -> int:
-        """The simulated length of the gap just drawn (called as its request is sent); the
-        previous gap's removed time passes first."""
+        """The simulated length of the gap just drawn: called as a request is sent, and once at
+        the start for the lead-in before the first one. The previous gap's removed time passes
+        first."""
         self._end_steady()
         self._pass_removed()
         i, self.gaps = self.gaps, self.gaps + 1
         if self.keep == 1:
             return drawn_ns
-        if i % self.reference == 0:
+        if i > 0 and i % self.reference == 0:  # not the lead-in: no request to relax from
             sim_ns = min(drawn_ns, self.reference_ns)
             if sim_ns > self.relax_ns:
                 self.sim.after(self.relax_ns, self._start_steady)
@@ -195,7 +207,8 @@ class IdleCompression:
         return sim_ns + removed, heavy, busy
 
     def summary(self) -> dict[str, Any]:
-        """The settings and how much was removed (a run's ``details.idle_compression``)."""
+        """The settings and how much was removed (a run's ``details.idle_compression``):
+        ``gaps`` and ``removed_s`` over the whole run, ``window_*`` over the window."""
         return {
             "keep": self.keep,
             "floor_us": self.floor_ns / US,
@@ -204,5 +217,6 @@ class IdleCompression:
             "relax_us": self.relax_ns / US,
             "gaps": self.gaps,
             "removed_s": round(self.removed_ns / 1e9, 6),
-            "steady_s": round(self.steady.ns / 1e9, 6),
+            "window_removed_s": round(self.window_removed_ns / 1e9, 6),
+            "window_steady_s": round(self.steady.ns / 1e9, 6),
         }
