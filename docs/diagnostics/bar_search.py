@@ -11,6 +11,7 @@ that rtvm's own check (``check_simple_rt``, the table under ``rtvm reproduce sim
 missed, and kept as checkpoints under OUT (a rerun replays them).
 
     python docs/diagnostics/bar_search.py 3 out/bar-search     # 3 s per method: ~15 min (mypyc)
+    python docs/diagnostics/bar_search.py 10 out/bar-search-10 20   # 10 s, idle compressed 1/20
 
 This is not a calibration: fitting estimates against the latency cells lets costs stand in for
 a missing mechanism. It only asks whether some setting would do, and reports what each one
@@ -67,13 +68,15 @@ def score(rows: list[dict[str, Any]]) -> tuple[float, list[str]]:
     return j, missed
 
 
-def main(duration: float, out: Path) -> None:
+def main(duration: float, out: Path, compress_idle: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     profile = load_profile()
     cur = {k: profile.entries[k].value for k in BOUNDS}
     seen: dict[tuple[tuple[str, int], ...], tuple[float, list[str], list[dict[str, Any]]]] = {}
     with (
-        CandidateRunner(profile_source(None), duration, 1, out) as evaluate,
+        CandidateRunner(
+            profile_source(None), duration, 1, out, idle_keep=compress_idle
+        ) as evaluate,
         (out / "search.log").open("a") as log,
     ):
 
@@ -119,4 +122,4 @@ def main(duration: float, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]), Path(sys.argv[2]))
+    main(float(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)
