@@ -28,6 +28,7 @@ from pathlib import Path
 from rtvm.build import build_kind
 from rtvm.experiments.runner import run_method
 from rtvm.methods import PAPER_METHODS
+from rtvm.workloads.idle_compression import MIN_DURATION_S
 
 
 def speed(duration: float, traced: bool, idle_keep: int | None = None) -> dict[str, float]:
@@ -62,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if args.compress_idle is not None and (args.compress_idle < 2 or args.memory):
-        ap.error("--compress-idle takes N >= 2, and times speed runs (not --memory)")
+    if args.compress_idle is not None and (
+        args.compress_idle < 2 or args.memory or args.duration < MIN_DURATION_S
+    ):
+        ap.error(
+            f"--compress-idle takes N >= 2 and times speed runs of at least {MIN_DURATION_S:g} s"
+            " (not --memory)"
+        )
     result: dict[str, object] = {}
     if args.memory:
         short, long_ = args.memory

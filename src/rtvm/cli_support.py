@@ -158,12 +158,18 @@ def compress_idle_option(f: F) -> F:
 
 
 def check_compress_idle(compress_idle: int, duration_s: float, duration_flag: str) -> None:
-    """Refuse idle compression of a run too short for its steady-rate sample (exit 2)."""
+    """Refuse idle compression of a run too short for its steady-rate sample (exit 2).
+    ``duration_flag`` names where the length came from (``--duration`` or ``--quick``)."""
     from rtvm.workloads.idle_compression import MIN_DURATION_S
 
     if compress_idle > 1 and duration_s < MIN_DURATION_S:
+        given = (
+            f"--duration {duration_s:g}"
+            if duration_flag == "--duration"
+            else (f"{duration_flag} ({duration_s:g} s)")
+        )
         fail_input(
-            f"--compress-idle {compress_idle} with {duration_flag} {duration_s:g}",
+            f"--compress-idle {compress_idle} with {given}",
             f"runs of at least {MIN_DURATION_S:g} s under idle compression",
         )
 

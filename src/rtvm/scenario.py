@@ -101,7 +101,8 @@ class Scenario(_Strict):
     duration_s: float = Field(30.0, gt=0, le=3600)
     seed: int = Field(1, ge=0)
     warmup_s: float = Field(0.1, ge=0)
-    #: idle compression: simulate 1/N of each RT gap beyond 1 ms (workloads.idle_compression)
+    #: idle compression: simulate 1/N of each RT gap beyond its floor (the workload's shortest
+    #: gap, at least 1 ms; workloads.idle_compression); runs of 10 s or more
     compress_idle: int = Field(1, ge=1, le=1000)
     host: Host = Host()
     workload: Workload = Workload()

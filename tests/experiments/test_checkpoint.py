@@ -151,3 +151,20 @@ def test_an_interrupted_calibration_keeps_its_candidates_and_a_rerun_replays_the
 
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 130 and written() == kept  # the candidate came from disk
+
+
+def test_a_compressed_runs_checkpoint_lives_beside_a_full_runs(tmp_path):
+    """Keys that differ only in idle compression: two files, each found by its own key, and
+    neither overwrites the other."""
+    r = run_method("outsourcing", DUR, seed=3)
+    sha = r.extra["profile_sha256"]
+    full = checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, sha)
+    squeezed = checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, sha, 20)
+    a, b = checkpoint.save(tmp_path, full, r), checkpoint.save(tmp_path, squeezed, r)
+    assert a != b and a.name == "outsourcing.npz" and b.name == "outsourcing-idle20.npz"
+    assert a.exists() and b.exists()
+    assert checkpoint.load(tmp_path, full) is not None
+    assert checkpoint.load(tmp_path, squeezed) is not None
+    a.unlink()
+    assert checkpoint.load(tmp_path, full) is None  # not served the compressed one
+    assert checkpoint.load(tmp_path, squeezed) is not None

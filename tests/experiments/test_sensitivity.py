@@ -229,3 +229,20 @@ def test_candidate_runner_compresses_idle_time_when_asked_and_keys_its_checkpoin
             meta = _json.loads(str(z["meta_json"][()]))
         assert meta["key"].get("idle_keep") == keep
         assert ("idle_compression" in meta["extra"]) == (keep is not None)
+
+
+def test_sensitivity_refuses_compression_of_a_short_run():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "rtvm", "sensitivity", "--compress-idle", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "rtvm: error: --compress-idle 20 with --duration 2; allowed: runs of at least 10 s "
+        "under idle compression"
+    ]

@@ -140,6 +140,8 @@ def test_bad_settings_are_refused():
         _compression(settle_ns=2 * MS)
     with pytest.raises(ValueError, match="relax_ns < reference_ns"):
         _compression(relax_ns=3 * MS)
+    with pytest.raises(ValueError, match="floor_ns <= reference_ns"):
+        _compression(floor_ns=4 * MS)
 
 
 def test_the_testbed_refuses_compression_it_could_not_apply():
@@ -152,6 +154,21 @@ def test_the_testbed_refuses_compression_it_could_not_apply():
         build_testbed(METHODS["outsourcing"], request_times=[1 * MS], idle_keep=20)
     with pytest.raises(ValueError, match="at least 10 s"):
         run_method("outsourcing", 2.0, idle_keep=20)
+    sparse = {"interarrival_min_ns": 10 * MS, "interarrival_max_ns": 100 * MS}
+    with pytest.raises(ValueError, match="~17 ms in 10 s: run at least 59 s"):
+        run_method("outsourcing", 10.0, idle_keep=20, rr=sparse)
+
+
+def test_the_expected_steady_sample_follows_the_gaps():
+    from rtvm.workloads.idle_compression import expected_steady_ns
+
+    # 1-10 ms gaps: 10 s is ~1818 gaps, ~114 reference gaps, each steady for
+    # E[max(0, min(g, 3 ms) - 1.5 ms)] = (1.125 + 10.5) / 9 ms
+    assert expected_steady_ns(10_000 * MS, 1 * MS, 10 * MS) == pytest.approx(
+        10_000 / 5.5 / 16 * (1.125 + 10.5) / 9 * MS
+    )
+    assert expected_steady_ns(1000 * MS, 2 * MS, 2 * MS) == pytest.approx(500 / 16 * 0.5 * MS)
+    assert expected_steady_ns(1000 * MS, 1 * MS, 1 * MS) == 0  # no gap outlasts the relaxing
 
 
 def test_the_floor_is_the_workloads_shortest_gap_and_at_least_1_ms():
@@ -185,10 +202,12 @@ def test_a_compressed_run_stands_for_the_same_time_with_far_fewer_events():
     assert abs(fast.row["samples"] - full.row["samples"]) <= 6
     for key, rel in (("mean_us", 0.01), ("p99_us", 0.02), ("sd_us", 0.05), ("heavy_gbps", 0.01)):
         assert fast.row[key] == pytest.approx(full.row[key], rel=rel), key
-    # the RT CPU: ~1.4% busy in full; counted over simulated time alone it would read ~4x that
-    assert fast.row["cpu_util_pct_by_cpu"][1] == pytest.approx(
-        full.row["cpu_util_pct_by_cpu"][1], abs=0.2
-    )
+    # the RT CPU: ~1.4% busy in full; counted over simulated time alone it would read ~4x that.
+    # The heavy CPU: ~100% busy; without the removed time's busy time it would read ~25%
+    full_cpu, fast_cpu = full.row["cpu_util_pct_by_cpu"], fast.row["cpu_util_pct_by_cpu"]
+    assert fast_cpu[1] == pytest.approx(full_cpu[1], abs=0.2)
+    assert fast_cpu[0] == pytest.approx(full_cpu[0], abs=0.5)
+    assert fast.row["cpu_util_pct"] == pytest.approx(full.row["cpu_util_pct"], abs=0.5)
     assert "idle_compression" not in full.extra
 
 

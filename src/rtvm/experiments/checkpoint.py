@@ -1,8 +1,9 @@
 """Finished methods kept on disk, so that an interrupted experiment loses nothing.
 
 A full ``rtvm reproduce simple-rt`` is minutes of simulation. Each method's result is written
-under ``--out`` (``checkpoints/<method>.npz``, atomically) as soon as it finishes; running the
-same command again loads the finished ones instead of simulating them again.
+under ``--out`` (``checkpoints/<method>.npz``, or ``<method>-idle<N>.npz`` for a run under idle
+compression, atomically) as soon as it finishes; running the same command again loads the
+finished ones instead of simulating them again.
 
 Reuse is sound because a run is deterministic: one key gives one result. The key is everything
 a result depends on: the experiment, the method, the seed, the simulated length, the cost

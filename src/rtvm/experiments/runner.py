@@ -22,8 +22,8 @@ from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.methods import METHODS
 from rtvm.testbed import Testbed, build_testbed
 from rtvm.virt import Vm
-from rtvm.workloads.idle_compression import MIN_DURATION_S
-from rtvm.workloads.rr import PATH_PROBES, rr_config
+from rtvm.workloads.idle_compression import MIN_DURATION_S, MIN_STEADY_NS, expected_steady_ns
+from rtvm.workloads.rr import PATH_PROBES, RrConfig, rr_config
 
 SEC = 1_000_000_000
 
@@ -161,6 +161,25 @@ def _run_to(tb: Testbed, sim_end: int, end: int) -> None:
         tb.sim.run(until=tb.sim.now + min(left, _CHUNK_NS))
 
 
+def _check_compressible(duration_s: float, rr: RrConfig) -> None:
+    """Refuse idle compression of a run whose steady-interval sample would be too small for
+    its throughput and CPU figures: too short a run, or too sparse requests."""
+    if duration_s < MIN_DURATION_S:
+        raise ValueError(
+            f"idle compression needs runs of at least {MIN_DURATION_S:g} s, got {duration_s:g} s "
+            "(its throughput and CPU figures rest on a sample of steady intervals)"
+        )
+    lo, hi = rr.interarrival_min_ns, rr.interarrival_max_ns
+    steady = expected_steady_ns(int(duration_s * SEC), lo, hi)
+    if steady < MIN_STEADY_NS:
+        need = duration_s * MIN_STEADY_NS / steady if steady > 0 else float("inf")
+        raise ValueError(
+            f"idle compression needs ~{MIN_STEADY_NS / 1e6:g} ms of steady intervals; these "
+            f"gaps give ~{steady / 1e6:.0f} ms in {duration_s:g} s: run at least {need:.0f} s "
+            "or in full"
+        )
+
+
 def run_method(
     method: str,
     duration_s: float,
@@ -178,11 +197,6 @@ def run_method(
     ``idle_keep`` > 1 compresses the RT gaps (workloads.idle_compression): the run simulates
     until simulated plus removed time reaches ``duration_s``, and throughput and CPU
     utilisation are per represented second."""
-    if idle_keep is not None and idle_keep > 1 and duration_s < MIN_DURATION_S:
-        raise ValueError(
-            f"idle compression needs runs of at least {MIN_DURATION_S:g} s, got {duration_s:g} s "
-            "(its throughput and CPU figures rest on a sample of steady intervals)"
-        )
     costs: CostProfile = load_profile(profile)
     if overrides:
         costs = costs.with_values(**overrides)
@@ -192,6 +206,8 @@ def run_method(
 
         tracer = ChromeTracer()
     rr_cfg = rr_config(costs, **(rr or {}))
+    if idle_keep is not None and idle_keep > 1:
+        _check_compressible(duration_s, rr_cfg)
     t0 = time.perf_counter()
     tb = build_testbed(
         METHODS[method],

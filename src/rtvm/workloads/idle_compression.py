@@ -29,10 +29,10 @@ simulated. The arrival phase against the periodic timers stays random, since the
 gaps vary with the drawn ones. What compression gives up: what would have happened in the
 removed time itself (a tick there, a TCP loss, a slow change of where the scheduler places the
 heavy threads) is not simulated but stood in for by the steady rates, and slow processes run on
-simulated, not represented, time. The steady rates are a sample (~16 ms of steady intervals
-per second of run), so a run needs some length for its throughput and CPU figures
-(``MIN_DURATION_S``). ``keep = 1`` turns it off. docs/model.md gives its error against full
-runs.
+simulated, not represented, time. The steady rates are a sample (~14.7 ms of steady intervals
+per second of run with the default gaps), so a run needs some length for its throughput and CPU
+figures (``MIN_DURATION_S``, ``MIN_STEADY_NS``). ``keep = 1`` turns it off. docs/model.md
+gives its error against full runs.
 """
 
 from __future__ import annotations
@@ -52,8 +52,12 @@ MS = 1_000_000
 #: when the heavy flows have caught up after a request (docs/model.md)
 DEFAULT_FLOOR_NS = 1 * MS
 #: the shortest run that idle compression accepts: its throughput and CPU figures rest on the
-#: steady intervals' sample, ~160 ms of them in 10 s (at 2 s a heavy throughput was 2-3% off)
+#: steady intervals' sample, ~147 ms of them in 10 s with the default gaps (at 2 s, ~30 ms, a
+#: heavy throughput was 2-3% off)...
 MIN_DURATION_S = 10.0
+#: ...and the least sample a run's workload must be expected to give (sparser requests give
+#: fewer reference gaps per second)
+MIN_STEADY_NS = 100 * MS
 #: every this many gaps, one is a reference gap
 DEFAULT_REFERENCE = 16
 #: a reference gap is simulated for up to this long...
@@ -65,6 +69,30 @@ DEFAULT_RELAX_NS = 1500 * US
 #: The RT path's own lines are touched only while a request is served (responses take
 #: 50-200 us), so they take the removed time's streaming.
 DEFAULT_SETTLE_NS = 400 * US
+
+
+def expected_steady_ns(
+    duration_ns: int,
+    gap_min_ns: int,
+    gap_max_ns: int,
+    reference: int = DEFAULT_REFERENCE,
+    reference_ns: int = DEFAULT_REFERENCE_NS,
+    relax_ns: int = DEFAULT_RELAX_NS,
+) -> float:
+    """The steady intervals a run of ``duration_ns`` can expect with gaps uniform in
+    [``gap_min_ns``, ``gap_max_ns``]: one gap in ``reference`` gives min(g, reference_ns) -
+    relax_ns when that is positive."""
+    a, b, lo, hi = gap_min_ns, gap_max_ns, relax_ns, reference_ns
+    if b <= a:  # one gap length
+        per_gap = float(max(0, min(a, hi) - lo))
+    else:
+        ramp_lo, ramp_hi = max(a, lo), min(b, hi)  # where the interval grows with g
+        ramp = ((ramp_hi - lo) ** 2 - (ramp_lo - lo) ** 2) / 2 if ramp_hi > ramp_lo else 0.0
+        flat = (hi - lo) * max(0, b - max(a, hi))  # where it is capped at reference_ns
+        per_gap = (ramp + flat) / (b - a)
+    gaps = duration_ns / ((a + b) / 2)
+    return gaps / reference * per_gap
+
 
 #: (heavy bytes read so far, each CPU's busy ns so far)
 Probe = Callable[[], tuple[int, tuple[int, ...]]]
@@ -109,9 +137,9 @@ class IdleCompression:
             raise ValueError(f"keep must be at least 1, got {keep}")
         if reference < 1:
             raise ValueError(f"reference must be at least 1, got {reference}")
-        if not (0 <= relax_ns < reference_ns and 0 < settle_ns < min(floor_ns, reference_ns)):
+        if not (0 <= relax_ns < reference_ns and 0 < settle_ns < floor_ns <= reference_ns):
             raise ValueError(
-                "need 0 <= relax_ns < reference_ns and 0 < settle_ns < floor_ns, reference_ns"
+                "need 0 <= relax_ns < reference_ns and 0 < settle_ns < floor_ns <= reference_ns"
             )
         self.sim = sim
         self.llc = llc
