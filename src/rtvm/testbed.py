@@ -41,12 +41,7 @@ from rtvm.virt import (
     Vm,
 )
 from rtvm.virt.vcpu import Vcpu
-from rtvm.workloads.idle_compression import (
-    DEFAULT_FLOOR_NS,
-    DEFAULT_REFERENCE_NS,
-    DEFAULT_RELAX_NS,
-    IdleCompression,
-)
+from rtvm.workloads.idle_compression import IdleCompression, floor_and_reference
 from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 
 GBPS = 1_000_000_000
@@ -447,8 +442,7 @@ def build_testbed(
         def probe() -> tuple[int, tuple[int, ...]]:
             return sum(h.consumed_bytes for h in heavies), tuple(c.busy_now_ns() for c in cpus)
 
-        floor = max(DEFAULT_FLOOR_NS, rr.interarrival_min_ns)
-        ref = max(DEFAULT_REFERENCE_NS, floor + DEFAULT_RELAX_NS)  # no reference gap below floor
+        floor, ref = floor_and_reference(rr.interarrival_min_ns)
         idle = IdleCompression(sim, llc, probe, idle_keep, floor_ns=floor, reference_ns=ref)
         rt["client"].gap_map = idle.gap
     rt["client"].start()

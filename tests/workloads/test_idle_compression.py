@@ -154,8 +154,8 @@ def test_the_testbed_refuses_compression_it_could_not_apply():
         build_testbed(METHODS["outsourcing"], request_times=[1 * MS], idle_keep=20)
     with pytest.raises(ValueError, match="at least 10 s"):
         run_method("outsourcing", 2.0, idle_keep=20)
-    sparse = {"interarrival_min_ns": 10 * MS, "interarrival_max_ns": 100 * MS}
-    with pytest.raises(ValueError, match="~17 ms in 10 s: run at least 59 s"):
+    sparse = {"interarrival_min_ns": 1 * MS, "interarrival_max_ns": 1000 * MS}
+    with pytest.raises(ValueError, match="~2 ms in 10 s: run at least 535 s"):
         run_method("outsourcing", 10.0, idle_keep=20, rr=sparse)
 
 
@@ -169,6 +169,8 @@ def test_the_expected_steady_sample_follows_the_gaps():
     )
     assert expected_steady_ns(1000 * MS, 2 * MS, 2 * MS) == pytest.approx(500 / 16 * 0.5 * MS)
     assert expected_steady_ns(1000 * MS, 1 * MS, 1 * MS) == 0  # no gap outlasts the relaxing
+    # sparse gaps get reference gaps as long as their floor plus the relaxing (11.5 ms here)
+    assert expected_steady_ns(1000 * MS, 10 * MS, 10 * MS) == pytest.approx(100 / 16 * 8.5 * MS)
 
 
 def test_the_floor_is_the_workloads_shortest_gap_and_at_least_1_ms():

@@ -71,17 +71,24 @@ DEFAULT_RELAX_NS = 1500 * US
 DEFAULT_SETTLE_NS = 400 * US
 
 
+def floor_and_reference(gap_min_ns: int) -> tuple[int, int]:
+    """A workload's floor (its shortest gap, at least ``DEFAULT_FLOOR_NS``) and reference gap
+    length (no shorter than the floor plus the relaxing)."""
+    floor = max(DEFAULT_FLOOR_NS, gap_min_ns)
+    return floor, max(DEFAULT_REFERENCE_NS, floor + DEFAULT_RELAX_NS)
+
+
 def expected_steady_ns(
     duration_ns: int,
     gap_min_ns: int,
     gap_max_ns: int,
     reference: int = DEFAULT_REFERENCE,
-    reference_ns: int = DEFAULT_REFERENCE_NS,
     relax_ns: int = DEFAULT_RELAX_NS,
 ) -> float:
     """The steady intervals a run of ``duration_ns`` can expect with gaps uniform in
     [``gap_min_ns``, ``gap_max_ns``]: one gap in ``reference`` gives min(g, reference_ns) -
-    relax_ns when that is positive."""
+    relax_ns when that is positive, reference_ns as ``floor_and_reference`` sets it."""
+    _, reference_ns = floor_and_reference(gap_min_ns)
     a, b, lo, hi = gap_min_ns, gap_max_ns, relax_ns, reference_ns
     if b <= a:  # one gap length
         per_gap = float(max(0, min(a, hi) - lo))

@@ -214,7 +214,7 @@ class RrClient:
         return gap if self.gap_map is None else self.gap_map(gap)
 
     def _send_periodic(self, _: Any) -> int:
-        gap = self._next_gap()  # first: a gap map closes the quiet interval before the send
+        gap = self._next_gap()  # first: a gap map ends the last gap's accounting before the send
         self._send_one(None)
         return gap  # re-armed by the engine
 
