@@ -30,6 +30,12 @@ def _same(a, b) -> bool:
             np.array_equal(a.segments_us[k], b.segments_us[k], equal_nan=True)
             for k in a.segments_us
         )
+        and a.probes_ns.keys() == b.probes_ns.keys()
+        and all(
+            np.array_equal(a.probes_ns[k], b.probes_ns[k])
+            and a.probes_ns[k].dtype == b.probes_ns[k].dtype
+            for k in a.probes_ns
+        )
     )
 
 
@@ -39,6 +45,7 @@ def test_a_checkpoint_gives_back_the_result_it_kept_and_only_for_its_key(tmp_pat
     checkpoint.save(tmp_path, key, r)
     back = checkpoint.load(tmp_path, key)
     assert back is not None and _same(back, r)
+    assert len(r.probes_ns) == 9 and len(r.probes_ns["wire_out"]) == r.row["samples"]
     for changed in (
         {"seed": 4},
         {"duration_s": 0.1},

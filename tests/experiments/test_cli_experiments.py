@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rtvm.calibrate import BOUNDS, STAGES, fit, objective, rewrite_profile
@@ -129,6 +130,16 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         "fig_stages.png",
     ):
         assert (tmp_path / f).stat().st_size > 0
+    with np.load(tmp_path / "latencies.npz", allow_pickle=False) as z:
+        for row in env["rows"]:  # per request: its NIC time and every probe, so its stages
+            m = row["method"]
+            lat, nic = z[f"{m}_latency_us"], z[f"{m}_nic_rx_at_ns"]
+            assert len(lat) == len(nic) == row["samples"] > 0, m
+            assert np.all(np.diff(nic) > 0) and nic[0] > 0, m  # absolute, one per request
+            assert np.array_equal(z[f"{m}_wire_out_ns"] / 1000.0, lat), m
+            entry = z[f"{m}_vm_entry_ns"]
+            assert np.allclose(z[f"{m}_host_receive_us"], entry / 1000.0), m
+            assert np.all((z[f"{m}_vhost_rx_ns"] == -1) == (m == "outsourcing")), m
 
 
 def test_sim_and_reproduce_print_the_path_stages_but_not_over_seeds(tmp_path):

@@ -10,8 +10,8 @@ a result depends on: the experiment, the method, the seed, the simulated length,
 profile's hash and a hash of rtvm's own source (the version number alone would not notice an
 edited model). A checkpoint whose key differs is ignored, never mixed into a table.
 
-Format: one ``.npz`` holding the latency arrays and a JSON string with the key, the row and the
-details, so it loads with ``allow_pickle=False`` (no code runs on load).
+Format: one ``.npz`` holding the latency and per-request probe arrays and a JSON string with
+the key, the row and the details, so it loads with ``allow_pickle=False`` (no code runs on load).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from rtvm.experiments.runner import MethodResult
 _META = "meta_json"
 _LATENCY = "latency_us"
 _SEGMENT = "segment:"
+_PROBE = "probe:"
 
 
 @cache
@@ -94,6 +95,8 @@ def save(directory: Path, key: dict[str, Any], result: MethodResult) -> Path:
     }
     for name, v in result.segments_us.items():
         arrays[_SEGMENT + name] = np.asarray(v, dtype=np.float64)
+    for name, v in result.probes_ns.items():
+        arrays[_PROBE + name] = np.asarray(v)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     path = path_for(directory, key["method"], key.get("idle_keep"))
@@ -113,6 +116,7 @@ def load(directory: Path, key: dict[str, Any]) -> MethodResult | None:
             segments = {
                 name[len(_SEGMENT) :]: z[name] for name in z.files if name.startswith(_SEGMENT)
             }
+            probes = {name[len(_PROBE) :]: z[name] for name in z.files if name.startswith(_PROBE)}
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
         return None  # missing, truncated by a crash before the rename, or not ours
     return MethodResult(
@@ -122,4 +126,5 @@ def load(directory: Path, key: dict[str, Any]) -> MethodResult | None:
         wall_s=float(meta["wall_s"]),
         events=int(meta["events"]),
         extra=meta["extra"],
+        probes_ns=probes,
     )

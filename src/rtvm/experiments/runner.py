@@ -36,6 +36,10 @@ class MethodResult:
     wall_s: float
     events: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: per completed request, in completion order: ``nic_rx_at`` (absolute simulated ns the
+    #: request reached the NIC) and each later path probe's ns after it (-1 where the probe did
+    #: not fire), so any stage of any one request can be looked up, or found in a trace
+    probes_ns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 #: The paper's lightweight probes (DESIGN.md section 3): host receive = NIC interrupt to VM
@@ -281,4 +285,8 @@ def run_method(
             "window_represented_s": window / SEC,
             "per_simulated_time": list(SIMULATED_TIME_DETAILS),
         }
-    return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra)
+    # the probe columns are views of the client's own (no copies: the memory bar), kept as
+    # they are; only the NIC's zeros are swapped for its absolute times
+    probes = {"nic_rx_at": tb.client.stats.nic_rx_ns()}
+    probes.update((p, col[p]) for p in PATH_PROBES[1:])
+    return MethodResult(row, lat, seg, wall, tb.sim.events_processed, extra, probes)

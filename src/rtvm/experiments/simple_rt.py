@@ -195,7 +195,14 @@ def write_outputs(
     out: Path, envelope: dict[str, Any], results: dict[str, MethodResult]
 ) -> list[Path]:
     """results.json, rows as CSV, raw latencies (compressed), Figures 6/7/8 as PNG, and the
-    path stages of each method's mean response and of its slowest 1% (fig_stages.png)."""
+    path stages of each method's mean response and of its slowest 1% (fig_stages.png).
+
+    latencies.npz holds, per method ``M`` and per completed request in completion order:
+    ``M_latency_us``; the paper's segments (``M_host_receive_us``, ...; NaN where a probe did
+    not fire); ``M_nic_rx_at_ns``, the simulated time the request reached the NIC (under idle
+    compression, time simulated, not represented: as a trace's); and
+    ``M_<probe>_ns`` for each later probe of ``PATH_PROBES``, ns after the NIC (-1 where it did
+    not fire): any stage of any one request is a difference of two of these."""
     from rtvm.report.plots import cpu_bars, latency_histograms, stage_bars, throughput_bars
 
     out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +219,7 @@ def write_outputs(
     arrays = {f"{m}_latency_us": r.latencies_us for m, r in results.items()}
     for m, r in results.items():
         arrays.update({f"{m}_{k}": v for k, v in r.segments_us.items()})
+        arrays.update({f"{m}_{k}_ns": v for k, v in r.probes_ns.items()})
     np.savez_compressed(raw, **arrays)  # type: ignore[arg-type]
     written.append(atomic_write_bytes(out / "latencies.npz", raw.getvalue()))
     lat = {m: r.latencies_us for m, r in results.items()}

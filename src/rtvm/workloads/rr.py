@@ -158,6 +158,13 @@ class RrStats:
             views[c] = v
         return views
 
+    def nic_rx_ns(self) -> np.ndarray:
+        """The completed requests' absolute NIC times (ns of simulated time), for a run that is
+        over: a read-only view, as ``path_ns``'s columns are."""
+        v = np.frombuffer(self.done["nic_rx"], dtype=np.int64)
+        v.flags.writeable = False
+        return v
+
     def __len__(self) -> int:
         return len(self.done["req_id"])
 
