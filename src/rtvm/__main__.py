@@ -1,3 +1,23 @@
-from rtvm.cli import main
+"""``rtvm`` and ``python -m rtvm``: the command line, with Ctrl-C handled from the first moment.
 
-main()
+The console script points here rather than at ``rtvm.cli:main`` because importing the command
+line (click, rich) takes a few tenths of a second, and a Ctrl-C then would print a traceback:
+this module imports nothing heavy until it is inside the ``try``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from rtvm.cli import main as cli_main
+    except KeyboardInterrupt:
+        print("rtvm: interrupted", file=sys.stderr)
+        sys.exit(130)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,18 +43,20 @@ import click
 from rich.table import Table
 
 from rtvm.cli_support import (
+    FiniteFloatRange,
     Interrupted,
+    OutDir,
     RunFailed,
     atomic_write_text,
     command_epilog,
     console,
     emit_json,
-    fail_input,
+    read_profile_option,
     result_envelope,
     seed_option,
 )
 from rtvm.experiments.published import SIMPLE_RT
-from rtvm.kernel.profile import CostProfile, load_profile
+from rtvm.kernel.profile import CostProfile
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -245,7 +247,7 @@ def candidate_options(f: F) -> F:
     f = seed_option(f)
     return click.option(
         "--duration",
-        type=click.FloatRange(min=0.2, max=60),
+        type=FiniteFloatRange(min=0.2, max=60),
         default=2.0,
         show_default=True,
         help="Simulated seconds per method per run.",
@@ -254,10 +256,7 @@ def candidate_options(f: F) -> F:
 
 def load_start_profile(profile: Path | None) -> CostProfile:
     """The profile a command starts from, or one line saying why it cannot be read (exit 2)."""
-    try:
-        return load_profile(profile)
-    except (ValueError, OSError) as e:
-        fail_input(f"--profile {profile}: {e}", "a cost profile TOML")
+    return read_profile_option(profile)
 
 
 def profile_source(profile: Path | None) -> Path:
@@ -379,7 +378,7 @@ class CandidateRunner:
 @candidate_options
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutDir(),
     default=None,
     help="Directory for the fitted profile, the best so far, and every evaluated candidate "
     "(checkpoints/: an interrupted calibration run again goes on from them).",

@@ -4,7 +4,8 @@
   Never a traceback for a user's mistake.
 - A run that fails: one line, exit code 1 (``RunFailed``).
 - Ctrl-C: one line, exit code 130, after the command's own cleanup has run; a command that
-  keeps partial results says where (``Interrupted``).
+  keeps partial results says where (``Interrupted``). SIGTERM and SIGHUP are handled the same
+  way, with exit code 128 + the signal.
 - ``--json``: exactly one JSON object on stdout (``emit_json``); progress and logs on stderr
   (``console``).
 - Files under ``--out`` are written atomically (``atomic_write_*``): a temporary file in the same
@@ -15,8 +16,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -68,24 +71,44 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: the signal that ended the run (SIGTERM, SIGHUP), if one did; None for Ctrl-C
+_terminated_by: int | None = None
+
+
+def on_terminate(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGHUP (``timeout``, a cancelled CI job, a closed terminal) end a run as
+    Ctrl-C does, so that the same cleanup runs: worker processes stopped, finished work kept.
+    The exit code is then 128 + the signal's number, as a shell expects of a killed command."""
+    global _terminated_by
+    _terminated_by = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted(detail: str = "") -> NoReturn:
+    word = "interrupted"
+    code = EXIT_INTERRUPTED
+    if _terminated_by is not None:
+        word = f"terminated by {signal.Signals(_terminated_by).name}"
+        code = 128 + _terminated_by
+    print(f"rtvm: {word}{': ' + detail if detail else ''}", file=sys.stderr)
+    sys.exit(code)
+
+
 class RtvmGroup(click.Group):
     """A click group whose errors follow the conventions above."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_terminate)
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
-        except click.Abort:  # Ctrl-C caught by click
-            print("rtvm: interrupted", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-        except KeyboardInterrupt:
-            print("rtvm: interrupted", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+        except (click.Abort, KeyboardInterrupt):  # Ctrl-C, caught by click or not
+            _interrupted()
         except Interrupted as exc:
-            print(f"rtvm: interrupted: {one_line(exc.format_message())}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+            _interrupted(one_line(exc.format_message()))
         except click.UsageError as exc:  # includes BadParameter, NoSuchOption, MissingParameter
             msg = one_line(exc.format_message())
             hint = ""
@@ -107,6 +130,81 @@ def command_epilog(*examples: str) -> str:
     return f"\b\nExamples:\n{lines}"
 
 
+# -- parameter types ------------------------------------------------------------------------
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan: every comparison with nan is false, so a plain
+    range lets ``--duration nan`` through to the simulation."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if isinstance(rv, float) and math.isnan(rv):
+            self.fail(f"{value!r} is not a number; allowed: {self._describe_range()}", param, ctx)
+        return rv
+
+
+def _probe_writable(directory: Path) -> str | None:
+    """Why no file can be written in ``directory`` (made if missing), or None if one can."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rtvm-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+class OutDir(click.Path):
+    """A directory results go to, checked before anything runs: made if missing, and a file
+    can be created in it. A run of minutes must not end in an error it could have given at
+    once (an unwritable --out, a regular file in the way)."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; allowed: a directory path", param, ctx)
+        rv = Path(os.fsdecode(super().convert(value, param, ctx)))
+        why = _probe_writable(rv)
+        if why is not None:
+            allowed = "a writable directory"
+            self.fail(f"{str(rv)!r}: cannot write there ({why}); allowed: {allowed}", param, ctx)
+        return rv
+
+
+class OutFile(click.Path):
+    """A file a run writes (a trace), checked before anything runs: not a directory, and its
+    directory (made if missing) takes a new file (the file is written atomically: a temporary
+    file beside it, then a rename)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; allowed: a file path", param, ctx)
+        rv = Path(os.fsdecode(super().convert(value, param, ctx)))
+        why = _probe_writable(rv.parent)
+        if why is not None:
+            allowed = "a file in a writable directory"
+            self.fail(f"{str(rv)!r}: cannot write there ({why}); allowed: {allowed}", param, ctx)
+        return rv
+
+
+def read_profile_option(profile: Path | None) -> Any:
+    """The cost profile of a --profile option (None: the embedded one), or one line saying
+    what is wrong with it (exit 2). Returns a ``CostProfile``."""
+    from rtvm.kernel.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(profile)
+    except ProfileError as e:
+        raise UserError(f"--profile: {one_line(str(e))}") from None
+    except OSError as e:
+        fail_input(f"--profile {profile}: {e.strerror or e}", "a readable cost profile TOML file")
+
+
 # -- common options -------------------------------------------------------------------------
 def seed_option(f: F) -> F:
     return click.option(
@@ -125,7 +223,7 @@ def quick_option(f: F) -> F:
 def out_option(f: F) -> F:
     return click.option(
         "--out",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=OutDir(),
         default=None,
         help="Directory for results, data and plots (written atomically).",
     )(f)
@@ -186,10 +284,17 @@ def wide_console(min_width: int = 110) -> Console:
 
 
 def warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
-    """Say so (stderr) when a method's row left more than a few RT requests unanswered: its
-    figures then cover the answered ones only."""
+    """Say so (stderr) when a method's row left more than a few RT requests unanswered (its
+    figures then cover the answered ones only), or answered none (it has no figures)."""
     for r in rows:
-        if r["lost"] > max(2, r["samples"] // 100):
+        if not r["samples"]:
+            click.echo(
+                f"warning: {r['method']}{where}: no RT request was answered, so there are no "
+                "latency figures: the run is shorter than the gaps between requests, or the "
+                "RT path is stalled",
+                err=True,
+            )
+        elif r["lost"] > max(2, r["samples"] // 100):
             click.echo(
                 f"warning: {r['method']}{where}: {r['lost']} of {r['samples'] + r['lost']} "
                 "requests got no response: the figures cover the answered ones only",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -14,7 +14,9 @@ from rtvm.methods import METHODS
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types of its own, so a string where a number belongs ("5") or a float
+    # where an integer does (1.5) is a mistake to name, not a value to coerce
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Host(_Strict):
@@ -44,9 +46,13 @@ class Host(_Strict):
         return self
 
 
+#: the longest gap between RT requests a scenario may ask for: the longest run (3600 s)
+MAX_INTERARRIVAL_US = 3_600_000_000
+
+
 class Rr(_Strict):
-    interarrival_min_us: int = Field(1000, ge=1)
-    interarrival_max_us: int = Field(10000, ge=1)
+    interarrival_min_us: int = Field(1000, ge=1, le=MAX_INTERARRIVAL_US)
+    interarrival_max_us: int = Field(10000, ge=1, le=MAX_INTERARRIVAL_US)
     request_bytes: int = Field(64, ge=1, le=1472)
     response_bytes: int = Field(64, ge=1, le=1472)
 
@@ -91,14 +97,17 @@ class Irq(_Strict):
 
 
 class Profile(_Strict):
+    """The cost profile: ``path`` (unset: the embedded one; a relative path is read from the
+    scenario file's directory) and ``overrides``, costs to replace by name."""
+
     path: str | None = None
-    overrides: dict[str, int] = Field(default_factory=dict)
+    overrides: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class Scenario(_Strict):
     name: str = "scenario"
     method: str
-    duration_s: float = Field(30.0, gt=0, le=3600)
+    duration_s: float = Field(30.0, ge=0.01, le=3600)
     seed: int = Field(1, ge=0)
     warmup_s: float = Field(0.1, ge=0)
     #: idle compression: simulate 1/N of each RT gap beyond its floor (the workload's shortest
@@ -128,6 +137,26 @@ class Scenario(_Strict):
             raise ValueError(f"irq.heavy_nic_cpus: one CPU per heavy receiver's NIC ({n})")
         return self
 
+    @model_validator(mode="after")
+    def _method_fits_the_host(self) -> Scenario:
+        """The method's own wiring names CPUs too (its NICs' interrupts, unless [irq] moves
+        them; its threads' affinities): all must exist on this host."""
+        m, irq, ncpus = METHODS[self.method], self.irq, self.host.cpus
+        named = [
+            irq.rt_nic_cpu if irq.rt_nic_cpu is not None else m.rt_nic_cpu,
+            *(irq.heavy_nic_cpus or m.heavy_nic_cpus[: self.workload.heavy.receivers]),
+        ]
+        threads = (m.rt_irq, m.heavy_irq, m.rt_vhost, m.heavy_vhost, m.rt_vcpu)
+        for sched in (*threads, m.housekeeping_vcpu, m.heavy_vcpu):
+            named.extend(sched.cpus or ())
+        if max(named) >= ncpus:
+            raise ValueError(
+                f"host.cpus = {ncpus}: method {self.method} uses CPU {max(named)} (its NICs' "
+                f"interrupts or its threads' affinities); allowed: host.cpus >= {max(named) + 1},"
+                " or [irq] moving the NICs' interrupts onto the host's CPUs"
+            )
+        return self
+
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     m: Any = model
@@ -150,6 +179,8 @@ def format_errors(origin: str, err: ValidationError) -> list[str]:
             lines.append(f"{origin}: unknown key {key}; allowed here: {allowed}")
         elif e["type"] == "missing":
             lines.append(f"{origin}: missing key {key}")
+        elif not loc:  # a check across keys: its message names them
+            lines.append(f"{origin}: {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             val = e.get("input")
@@ -159,15 +190,25 @@ def format_errors(origin: str, err: ValidationError) -> list[str]:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Parse and validate; raises ValueError with one line per problem."""
+    """Parse and validate; raises ValueError with one line per problem. A relative profile
+    path is taken from the scenario file's directory, as a user who keeps both side by side
+    expects whichever directory they run from."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text("utf-8"))
     except FileNotFoundError as e:
         raise ValueError(f"{p}: no such file") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read it ({e.strerror or e})") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{p}: not valid TOML: {e}") from e
     try:
-        return Scenario.model_validate(data)
+        sc = Scenario.model_validate(data)
     except ValidationError as e:
         raise ValueError("\n".join(format_errors(str(p), e))) from e
+    if sc.profile.path is not None and not Path(sc.profile.path).is_absolute():
+        where = str(p.parent / sc.profile.path)
+        sc = sc.model_copy(update={"profile": sc.profile.model_copy(update={"path": where})})
+    return sc

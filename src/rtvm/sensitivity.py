@@ -42,7 +42,9 @@ from rtvm.calibrate import (
     profile_source,
 )
 from rtvm.cli_support import (
+    FiniteFloatRange,
     Interrupted,
+    OutDir,
     RunFailed,
     atomic_write_json,
     check_compress_idle,
@@ -226,7 +228,7 @@ def run_sensitivity(
 )
 @click.option(
     "--step",
-    type=click.FloatRange(min=1.01, max=4.0),
+    type=FiniteFloatRange(min=1.01, max=4.0),
     default=1.25,
     show_default=True,
     help="Each cost runs at value x step and value / step.",
@@ -240,7 +242,7 @@ def run_sensitivity(
 @compress_idle_option
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutDir(),
     default=None,
     help="Directory for sensitivity.json and every run's methods (checkpoints/: the same "
     "command after an interruption simulates only what is missing).",

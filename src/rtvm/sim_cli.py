@@ -9,12 +9,19 @@ import click
 from rich.table import Table
 
 from rtvm.cli_support import (
+    FiniteFloatRange,
+    OutDir,
+    OutFile,
+    RunFailed,
     UserError,
     atomic_write_json,
     command_epilog,
     console,
     emit_json,
+    fail_input,
+    one_line,
     result_envelope,
+    warn_lost,
     wide_console,
 )
 
@@ -32,20 +39,20 @@ from rtvm.cli_support import (
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0.01, max=3600),
+    type=FiniteFloatRange(min=0.01, max=3600),
     default=None,
     help="Override the scenario's simulated seconds.",
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutDir(),
     default=None,
     help="Directory for results.json (written atomically).",
 )
 @click.option(
     "--trace",
     "trace",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutFile(),
     default=None,
     help="Write a Perfetto (Chrome trace-event JSON) trace of the run here.",
 )
@@ -69,6 +76,19 @@ def sim(
         for line in lines[:-1]:  # one line per problem; the last one ends the run (exit 2)
             print(f"rtvm: error: {line}", file=sys.stderr)
         raise UserError(lines[-1]) from None
+    if sc.profile.path is not None:  # its problems are the scenario's, named before any run
+        from rtvm.kernel.profile import ProfileError, load_profile
+
+        try:
+            load_profile(sc.profile.path)
+        except ProfileError as e:
+            raise UserError(f"{scenario}: profile.path: {one_line(str(e))}") from None
+        except OSError as e:
+            fail_input(
+                f"{scenario}: profile.path = {sc.profile.path!r}: {e.strerror or e}",
+                "a readable cost profile TOML (a relative path is read from the scenario's "
+                "directory)",
+            )
     dur = duration or sc.duration_s
     sd = sc.seed if seed is None else seed
     rr = sc.workload.rr
@@ -106,6 +126,8 @@ def sim(
         )
     except (KeyError, ValueError) as e:
         raise UserError(f"{scenario}: {e}") from None
+    except OSError as e:  # the trace's file, checked writable before the run
+        raise RunFailed(f"cannot write the trace {trace}: {e.strerror or e}") from None
     row = {"scenario": sc.name, **res.row}
     env = result_envelope(
         sc.name,
@@ -119,9 +141,13 @@ def sim(
         details=res.extra,
     )
     if out is not None:
-        console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+        try:
+            console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+        except OSError as e:
+            raise RunFailed(f"cannot write {out / 'results.json'}: {e.strerror or e}") from None
     if trace is not None:
         console.log(f"wrote {trace} (open it at ui.perfetto.dev)")
+    warn_lost([{**res.row, "method": sc.method}], f" ({dur:g} s)")
     if as_json:
         emit_json(env)
         return

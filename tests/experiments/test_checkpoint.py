@@ -132,6 +132,32 @@ def test_ctrl_c_stops_the_worker_processes_and_says_what_was_kept(tmp_path):
         os.killpg(p.pid, 0)
 
 
+def test_sigterm_to_the_parent_alone_stops_the_workers_too(tmp_path):
+    """``timeout``, a cancelled CI job: only the parent gets the signal; it stops its workers
+    as on Ctrl-C, keeps what finished, and exits 128 + SIGTERM."""
+    out = tmp_path / "o"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
+         "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
+        assert time.monotonic() < deadline, "no method finished in 120 s"
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("every method finished before the signal")
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rtvm: terminated by SIGTERM: ") and "kept in" in last, last
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no worker of the group is left running
+        os.killpg(p.pid, 0)
+
+
 def test_an_interrupted_calibration_keeps_its_candidates_and_a_rerun_replays_them(
     tmp_path, monkeypatch
 ):

@@ -7,6 +7,8 @@ import json
 import math
 import subprocess
 import sys
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +64,26 @@ def _rtvm(*args, timeout=300):
             'method = "vanilla"\n[host]\nnohz_full = [0, 1]\n',
             "nohz_full CPUs [0]: allowed 1..1 (CPU 0 keeps the tick)",
         ),
+        # strict types: a string is not coerced into a number
+        ('method = "threaded"\nduration_s = "5"\n', "duration_s = '5': Input should be a valid"),
+        ('method = "threaded"\nduration_s = 1e-9\n', "duration_s = 1e-09: Input should be"),
+        (  # the method's own wiring needs CPU 1
+            'method = "threaded"\n[host]\ncpus = 1\n',
+            "s.toml: host.cpus = 1: method threaded uses CPU 1",
+        ),
+        ('method = "exclusive"\n[host]\ncpus = 1\n', "host.cpus = 1: method exclusive"),
+        (
+            'method = "threaded"\n[profile.overrides]\nsyscall = -5\n',
+            "profile.overrides.syscall = -5: Input should be greater than or equal to 0",
+        ),
+        (  # read beside the scenario file
+            'method = "threaded"\n[profile]\npath = "nope.toml"\n',
+            "nope.toml': No such file or directory; allowed: a readable cost profile TOML",
+        ),
+        (
+            'method = "threaded"\n[workload.rr]\ninterarrival_max_us = 100000000000000000\n',
+            "interarrival_max_us = 100000000000000000: Input should be less than or equal to",
+        ),
     ],
 )
 def test_bad_scenarios_get_one_line_errors_and_exit_2(tmp_path, text, needle):
@@ -72,6 +94,97 @@ def test_bad_scenarios_get_one_line_errors_and_exit_2(tmp_path, text, needle):
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
     assert all(line.startswith("rtvm: error: ") for line in r.stderr.splitlines())
+
+
+def test_scenario_files_that_cannot_be_read_get_one_line(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_bytes(b"\xff\xfe")
+    r = _rtvm("sim", str(p))
+    assert (
+        r.returncode == 2
+        and r.stderr == f"rtvm: error: {p}: not UTF-8 text (invalid start byte at byte 0)\n"
+    )
+    r = _rtvm("sim", str(p / "x"))
+    assert (
+        r.returncode == 2
+        and r.stderr == f"rtvm: error: {p / 'x'}: cannot read it (Not a directory)\n"
+    )
+    p.write_text('method = "threaded"\n[profile]\npath = "p.toml"\n')
+    (tmp_path / "p.toml").write_text("costs = 5\n")
+    r = _rtvm("sim", str(p))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == (
+        f"rtvm: error: {p}: profile.path: {tmp_path / 'p.toml'}: costs = 5; allowed: a table "
+        "(one [costs.NAME] table per cost)\n"
+    )
+
+
+def test_a_relative_profile_path_is_read_beside_the_scenario_and_one_cpu_can_run(tmp_path):
+    """From any working directory; and one CPU runs once [irq] puts both heavy NICs on it."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "p.toml").write_text(
+        resources.files("rtvm.profiles").joinpath("testbed.toml").read_text("utf-8")
+    )
+    (sub / "s.toml").write_text(
+        'method = "threaded"\nduration_s = 0.05\n[profile]\npath = "p.toml"\n'
+        "[host]\ncpus = 1\n[irq]\nheavy_nic_cpus = [0, 0]\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "rtvm", "sim", "sub/s.toml", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert env["scenario"]["profile"]["path"] == str(Path("sub") / "p.toml")
+    assert len(env["rows"][0]["cpu_util_pct_by_cpu"]) == 1
+
+
+def test_a_run_with_no_answered_request_says_so(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(
+        'method = "outsourcing"\nduration_s = 0.05\n[workload.rr]\n'
+        "interarrival_min_us = 1000000\ninterarrival_max_us = 1000000\n"
+    )
+    r = _rtvm("sim", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "warning: outsourcing (0.05 s): no RT request was answered" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("reproduce", "simple-rt", "--duration", "nan"), "'--duration': 'nan' is not a number"),
+        (("sim", "S", "--duration", "nan"), "'--duration': 'nan' is not a number"),
+        (("calibrate", "--duration", "nan"), "'--duration': 'nan' is not a number"),
+        (("sensitivity", "--step", "nan"), "'--step': 'nan' is not a number"),
+        (("reproduce", "simple-rt", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
+        (("reproduce", "simple-rt", "--out", ""), "'--out': an empty path"),
+        (("calibrate", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
+        (("sensitivity", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
+        (("sim", "S", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
+        (("sim", "S", "--trace", "F/t.json"), "'--trace': 'F/t.json': cannot write there"),
+        (("sim", "S", "--trace", ""), "'--trace': an empty path"),
+        (("reproduce", "simple-rt", "--profile", "P"), "--profile: P: costs.context_switch.value"),
+        (("calibrate", "--profile", "P"), "--profile: P: costs.context_switch.value = -1;"),
+        (("sensitivity", "--profile", "P"), "--profile: P: costs.context_switch.value = -1;"),
+    ],
+)
+def test_bad_options_are_refused_before_any_simulation(tmp_path, args, needle):
+    """One line, exit 2, at once: not after minutes of simulation (an unwritable --out)."""
+    (tmp_path / "F").write_text("a regular file in the way")
+    (tmp_path / "S").write_text('method = "threaded"\nduration_s = 30\n')
+    text = resources.files("rtvm.profiles").joinpath("testbed.toml").read_text("utf-8")
+    bad = text.replace("[costs.context_switch]\nvalue = 1300", "[costs.context_switch]\nvalue = -1")
+    assert bad != text
+    (tmp_path / "P").write_text(bad)
+    r = subprocess.run(
+        [sys.executable, "-m", "rtvm", *args], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_sim_json_is_one_object_with_the_contract(tmp_path):

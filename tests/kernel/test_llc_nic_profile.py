@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from importlib import resources
 
 import pytest
 from helpers import MS, kernel
 
 from rtvm.kernel.llc import Llc
 from rtvm.kernel.nic import ITR_8K, ITR_100K, Itr, Packet, RxQueue, TcpSender, Wire
-from rtvm.kernel.profile import load_profile, parse_profile
+from rtvm.kernel.profile import ProfileError, load_profile, parse_profile
 
 
 def test_llc_misses_grow_with_bytes_streamed_since_last_touch():
@@ -134,3 +135,66 @@ def test_profile_rejects_a_value_without_source():
         parse_profile('[costs.x]\nvalue = 1\nstatus = "sourced"\n')
     with pytest.raises(ValueError, match="allowed: sourced"):
         parse_profile('[costs.x]\nvalue = 1\nstatus = "guess"\nsource = "me"\n')
+
+
+EMBEDDED = resources.files("rtvm.profiles").joinpath("testbed.toml").read_text("utf-8")
+
+
+def _cost(value: str) -> str:
+    return f'[costs.x]\nvalue = {value}\nstatus = "sourced"\nsource = "me"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (_cost("-1"), "costs.x.value = -1; allowed: an integer 0.."),
+        (_cost('"1300"'), "costs.x.value = '1300'; allowed: an integer"),  # not coerced
+        (_cost("1300.7"), "costs.x.value = 1300.7"),  # not truncated
+        (_cost("inf"), "costs.x.value = inf"),
+        (_cost("nan"), "costs.x.value = nan"),
+        (_cost("true"), "costs.x.value = True"),
+        (_cost("[1300]"), "costs.x.value = [1300]"),
+        (_cost("1_000_000_000_001"), "allowed: an integer 0..1,000,000,000,000"),
+        ("costs = 5\n", "costs = 5; allowed: a table"),
+        ("[costs]\nx = 1300\n", "costs.x = 1300; allowed: a table (value, status and source)"),
+        ("meta = 5\n", "meta = 5; allowed: a table"),
+    ],
+)
+def test_a_cost_is_an_integer_of_0_or_more_in_a_table(text, needle):
+    """Anything else would reach the model as a wrong type or run its clock backwards."""
+    with pytest.raises(ProfileError) as e:
+        parse_profile(text, "p.toml")
+    assert str(e.value).startswith("p.toml: ") and needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_profile_file_must_hold_every_cost_of_the_embedded_one_and_no_other(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text(EMBEDDED)
+    assert load_profile(p).entries == load_profile().entries
+    p.write_text(EMBEDDED.replace("[costs.rt_server_compute]", "[costs.rt_server_compte]"))
+    with pytest.raises(ProfileError, match=r"unknown cost 'rt_server_compte' \(did you mean "):
+        load_profile(p)
+    p.write_text(EMBEDDED.split("[costs.rt_server_compute]")[0])
+    with pytest.raises(ProfileError, match=r"lacks \d+ cost\(s\): .*rt_server_compute"):
+        load_profile(p)
+    p.write_text("")
+    with pytest.raises(ProfileError, match=rf"lacks {len(load_profile().entries)} cost\(s\)"):
+        load_profile(p)
+    p.write_bytes(b"\xff\xfe")
+    with pytest.raises(ProfileError, match="not UTF-8 text"):
+        load_profile(p)
+    p.write_text("costs = [")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        load_profile(p)
+    with pytest.raises(OSError):
+        load_profile(tmp_path / "missing.toml")
+
+
+def test_an_override_is_checked_as_a_profile_value_is():
+    p = load_profile()
+    assert p.with_values(syscall=7).syscall == 7
+    with pytest.raises(ProfileError, match="override: syscall = -1"):
+        p.with_values(syscall=-1)
+    with pytest.raises(KeyError, match="unknown cost 'sycall'"):
+        p.with_values(sycall=1)

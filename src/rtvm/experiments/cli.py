@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rtvm.cli_support import (
+    FiniteFloatRange,
     Interrupted,
     RtvmGroup,
     RunFailed,
@@ -25,12 +26,12 @@ from rtvm.cli_support import (
     console,
     emit_json,
     fail_input,
+    read_profile_option,
     result_envelope,
     warn_lost,
     wide_console,
 )
 from rtvm.experiments.fidelity import across_seeds, check_simple_rt
-from rtvm.kernel.profile import load_profile
 from rtvm.report.tables import (
     fidelity_seeds_table,
     fidelity_table,
@@ -68,7 +69,7 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
 @common_options
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0.05, max=3600),
+    type=FiniteFloatRange(min=0.05, max=3600),
     default=None,
     help="Simulated seconds per method (default 30, --quick 3).",
 )
@@ -144,10 +145,7 @@ def simple_rt(
 
     dur = duration or (exp.QUICK_S if quick else exp.FULL_S)
     check_compress_idle(compress_idle, dur, "--quick" if quick and not duration else "--duration")
-    try:
-        prof = load_profile(profile)
-    except (ValueError, OSError) as e:
-        fail_input(f"--profile {profile}: {e}", "a cost profile TOML like src/rtvm/profiles/")
+    prof = read_profile_option(profile)
     if seeds_spec is not None:
         if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
             fail_input("--seed and --seeds together", "one of them")

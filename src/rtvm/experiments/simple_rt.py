@@ -168,8 +168,12 @@ def _run_one(args: tuple[int, RunJob, float]) -> tuple[int, MethodResult]:
 
 
 def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (no tracebacks from each)."""
+    """Workers leave Ctrl-C to the parent, which stops them (no tracebacks from each); the
+    SIGTERM it stops them with ends them at once (the parent's handler, which turns SIGTERM
+    into a KeyboardInterrupt, is not theirs)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @contextmanager

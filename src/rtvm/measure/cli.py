@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from rtvm.cli_support import RunFailed, command_epilog, common_options, console, emit_json
+from rtvm.cli_support import (
+    FiniteFloatRange,
+    RunFailed,
+    command_epilog,
+    common_options,
+    console,
+    emit_json,
+    on_terminate,
+)
 from rtvm.measure import probe, results
 
 
@@ -32,10 +40,7 @@ def _guarded() -> Iterator[None]:
     """Children and namespaces are cleaned up on exit, errors, Ctrl-C and SIGTERM."""
     from rtvm.measure import netns, tools
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = signal.signal(signal.SIGTERM, on_terminate)
     try:
         yield
     finally:
@@ -238,7 +243,7 @@ def rr_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--rate",
-            type=click.FloatRange(0.1, 20000),
+            type=FiniteFloatRange(0.1, 20000),
             default=None,
             help="Fixed request rate per second instead of random inter-arrivals.",
         ),
@@ -389,7 +394,7 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--boot-timeout",
-            type=click.FloatRange(5, 3600),
+            type=FiniteFloatRange(5, 3600),
             default=None,
             help="Seconds the guest may take to boot (and to answer) before it is killed "
             "[90; under host load 300].",
