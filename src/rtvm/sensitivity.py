@@ -275,6 +275,7 @@ def sensitivity(
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a log or pipe gets the lines, not a bar's remains
         ) as progress,
         CandidateRunner(
             profile_source(profile), duration, seed, out, picked, idle_keep=compress_idle

@@ -243,6 +243,7 @@ def _with_progress(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a log or pipe gets the lines, not a bar's remains
     ) as progress:
         task = progress.add_task(description, total=total)
 
