@@ -4,8 +4,8 @@
   Never a traceback for a user's mistake.
 - A run that fails: one line, exit code 1 (``RunFailed``).
 - Ctrl-C: one line, exit code 130, after the command's own cleanup has run; a command that
-  keeps partial results says where (``Interrupted``). SIGTERM and SIGHUP are handled the same
-  way, with exit code 128 + the signal.
+  keeps partial results says where (``Interrupted``). Under the ``rtvm`` command SIGTERM and
+  SIGHUP are handled the same way, with exit code 128 + the signal.
 - ``--json``: exactly one JSON object on stdout (``emit_json``); progress and logs on stderr
   (``console``).
 - Files under ``--out`` are written atomically (``atomic_write_*``): a temporary file in the same
@@ -22,7 +22,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -73,15 +75,60 @@ def one_line(text: str) -> str:
 
 #: the signal that ended the run (SIGTERM, SIGHUP), if one did; None for Ctrl-C
 _terminated_by: int | None = None
+#: the signals ``terminate_signals_as_interrupts`` handles: a ``timeout``, a cancelled CI job,
+#: a closed terminal
+TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def on_terminate(signum: int, frame: Any) -> None:
-    """SIGTERM and SIGHUP (``timeout``, a cancelled CI job, a closed terminal) end a run as
-    Ctrl-C does, so that the same cleanup runs: worker processes stopped, finished work kept.
-    The exit code is then 128 + the signal's number, as a shell expects of a killed command."""
+    """SIGTERM and SIGHUP end a run as Ctrl-C does, so that the same cleanup runs: worker
+    processes stopped, finished work kept. The exit code is then 128 + the signal's number, as
+    a shell expects of a killed command. A repeat while that cleanup runs is only noted: a
+    second exception in the middle of stopping the workers would leave them half-stopped."""
     global _terminated_by
+    if _terminated_by is not None:
+        return
     _terminated_by = signum
     raise KeyboardInterrupt
+
+
+@contextmanager
+def terminate_signals_as_interrupts() -> Iterator[None]:
+    """For the command line's process only (``rtvm.__main__``), never for a library caller or
+    a test runner: SIGTERM and SIGHUP raise KeyboardInterrupt (``on_terminate``) while the
+    block runs. A signal the process was started ignoring (``nohup`` ignores SIGHUP) stays
+    ignored. Outside the main thread nothing is installed (Python allows handlers only there)."""
+    global _terminated_by
+    _terminated_by = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in TERMINATE_SIGNALS}
+    for sig, old in saved.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(sig, on_terminate)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP ignored while the block runs (the main thread only): the
+    short cleanup that stops worker processes must run to its end, or it leaves them
+    half-stopped and ends in a traceback. Signals that came before the block still act."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, *TERMINATE_SIGNALS)
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _interrupted(detail: str = "") -> NoReturn:
@@ -99,8 +146,6 @@ class RtvmGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, on_terminate)
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:  # --help, --version
@@ -143,10 +188,17 @@ class FiniteFloatRange(click.FloatRange):
 
 
 def _probe_writable(directory: Path) -> str | None:
-    """Why no file can be written in ``directory`` (made if missing), or None if one can."""
+    """Why no file could be made in ``directory`` (made when the run writes), or None if one
+    could. Nothing is left behind, not even the directory: the nearest directory that exists
+    up the path takes the probe, a temporary file removed at once (a refused command line, or
+    shell completion, must not leave empty directories)."""
+    d = directory
+    while not d.exists() and d.parent != d:
+        d = d.parent
+    if not d.is_dir():
+        return f"{str(d)!r} is not a directory"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".rtvm-probe.", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".rtvm-probe.", dir=d)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
@@ -155,9 +207,9 @@ def _probe_writable(directory: Path) -> str | None:
 
 
 class OutDir(click.Path):
-    """A directory results go to, checked before anything runs: made if missing, and a file
-    can be created in it. A run of minutes must not end in an error it could have given at
-    once (an unwritable --out, a regular file in the way)."""
+    """A directory results go to, checked before anything runs: a file can be created in it
+    (or, if it is missing, where it would be made). A run of minutes must not end in an error
+    it could have given at once (an unwritable --out, a regular file in the way)."""
 
     def __init__(self) -> None:
         super().__init__(file_okay=False, path_type=Path)
@@ -175,8 +227,8 @@ class OutDir(click.Path):
 
 class OutFile(click.Path):
     """A file a run writes (a trace), checked before anything runs: not a directory, and its
-    directory (made if missing) takes a new file (the file is written atomically: a temporary
-    file beside it, then a rename)."""
+    directory (made when the run writes, if missing) takes a new file (the file is written
+    atomically: a temporary file beside it, then a rename)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)

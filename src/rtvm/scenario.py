@@ -190,9 +190,7 @@ def format_errors(origin: str, err: ValidationError) -> list[str]:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Parse and validate; raises ValueError with one line per problem. A relative profile
-    path is taken from the scenario file's directory, as a user who keeps both side by side
-    expects whichever directory they run from."""
+    """Parse and validate; raises ValueError with one line per problem."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text("utf-8"))
@@ -208,7 +206,13 @@ def load_scenario(path: str | Path) -> Scenario:
         sc = Scenario.model_validate(data)
     except ValidationError as e:
         raise ValueError("\n".join(format_errors(str(p), e))) from e
-    if sc.profile.path is not None and not Path(sc.profile.path).is_absolute():
-        where = str(p.parent / sc.profile.path)
-        sc = sc.model_copy(update={"profile": sc.profile.model_copy(update={"path": where})})
     return sc
+
+
+def profile_path(sc: Scenario, scenario_file: str | Path) -> str | None:
+    """Where the scenario's profile is read from: a relative ``profile.path`` beside the
+    scenario file, whichever directory rtvm runs in (the scenario keeps the path as written,
+    so that its results can be pasted back into a scenario file)."""
+    if sc.profile.path is None or Path(sc.profile.path).is_absolute():
+        return sc.profile.path
+    return str(Path(scenario_file).parent / sc.profile.path)

@@ -67,7 +67,7 @@ def sim(
 ) -> None:
     """Simulate a scenario: host, kernel generation, method, VMs, workloads, duration, seed."""
     from rtvm.experiments.runner import run_method
-    from rtvm.scenario import load_scenario
+    from rtvm.scenario import load_scenario, profile_path
 
     try:
         sc = load_scenario(scenario)
@@ -76,16 +76,17 @@ def sim(
         for line in lines[:-1]:  # one line per problem; the last one ends the run (exit 2)
             print(f"rtvm: error: {line}", file=sys.stderr)
         raise UserError(lines[-1]) from None
-    if sc.profile.path is not None:  # its problems are the scenario's, named before any run
+    profile = profile_path(sc, scenario)
+    if profile is not None:  # its problems are the scenario's, named before any run
         from rtvm.kernel.profile import ProfileError, load_profile
 
         try:
-            load_profile(sc.profile.path)
+            load_profile(profile)
         except ProfileError as e:
             raise UserError(f"{scenario}: profile.path: {one_line(str(e))}") from None
         except OSError as e:
             fail_input(
-                f"{scenario}: profile.path = {sc.profile.path!r}: {e.strerror or e}",
+                f"{scenario}: profile.path = {sc.profile.path!r} ({profile}): {e.strerror or e}",
                 "a readable cost profile TOML (a relative path is read from the scenario's "
                 "directory)",
             )
@@ -98,7 +99,7 @@ def sim(
             sc.method,
             dur,
             sd,
-            sc.profile.path,
+            profile,
             sc.profile.overrides or None,
             warmup_s=min(sc.warmup_s, dur / 2),
             trace_path=str(trace) if trace else None,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -101,8 +102,8 @@ def test_an_interrupt_terminates_the_workers_instead_of_waiting_for_their_method
                 checkpoints=tmp_path)  # fmt: skip
     assert workers, "the pool's workers were not seen"
     assert not any(w.is_alive() for w in workers)
-    # the one still simulating vanilla was stopped, not waited for (an idle one may just exit)
-    assert -signal.SIGTERM in [w.exitcode for w in workers], [w.exitcode for w in workers]
+    # the one still simulating vanilla was killed, not waited for (the other had its last job)
+    assert -signal.SIGKILL in [w.exitcode for w in workers], [w.exitcode for w in workers]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outsourcing.npz"]
 
 
@@ -156,6 +157,74 @@ def test_sigterm_to_the_parent_alone_stops_the_workers_too(tmp_path):
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):  # no worker of the group is left running
         os.killpg(p.pid, 0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_whole_group_with_an_idle_worker_ends_the_run(tmp_path, sig):
+    """``timeout`` and a closed terminal signal the whole group. With three of four methods
+    done on two workers, one worker is idle, waiting for a job while it holds the pool's queue
+    lock: killed outright it would keep that lock, and the parent would hang in
+    ``Pool.terminate``. The run must end, keep what finished, and leave no process."""
+    out = tmp_path / "o"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
+         "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list((out / "checkpoints").glob("*.npz"))) < 3 and p.poll() is None:
+        assert time.monotonic() < deadline, "three methods did not finish in 120 s"
+        time.sleep(0.02)
+    os.killpg(p.pid, sig)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("rtvm hung after the signal")
+    if p.returncode == 0:
+        pytest.skip("every method finished before the signal")
+    assert p.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"rtvm: terminated by {sig.name}: "), err
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(p.pid, 0)
+
+
+def test_nohup_keeps_a_run_going_through_a_hangup(tmp_path):
+    """A SIGHUP the process was started ignoring (``nohup``) stays ignored."""
+    out = tmp_path / "o"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.2",
+         "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
+        assert time.monotonic() < deadline, "no method finished in 120 s"
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGHUP)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert len(list((out / "checkpoints").glob("*.npz"))) == 4
+
+
+def test_the_cli_leaves_signal_handlers_alone_when_called_as_a_library():
+    """Only the ``rtvm`` process turns SIGTERM into an interrupt; click's test runner (or any
+    caller of ``rtvm.cli.main``) keeps its own handlers, from any thread."""
+    from click.testing import CliRunner
+
+    from rtvm.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    codes = []
+    t = threading.Thread(target=lambda: codes.append(CliRunner().invoke(main, ["--version"])))
+    t.start()
+    t.join()
+    assert codes[0].exit_code == 0, codes[0].output
 
 
 def test_an_interrupted_calibration_keeps_its_candidates_and_a_rerun_replays_them(

@@ -38,7 +38,9 @@ class MethodResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: per completed request, in completion order: ``nic_rx_at`` (absolute simulated ns the
     #: request reached the NIC) and each later path probe's ns after it (-1 where the probe did
-    #: not fire), so any stage of any one request can be looked up, or found in a trace
+    #: not fire), so any stage of any one request can be looked up, or found in a trace;
+    #: read-only views of the client's columns in the process that ran it, copies once they
+    #: come back from a worker process or a checkpoint
     probes_ns: dict[str, np.ndarray] = field(default_factory=dict)
 
 

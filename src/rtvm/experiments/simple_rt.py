@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
 import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rtvm.cli_support import atomic_write_bytes, atomic_write_json, atomic_write_text
-from rtvm.experiments import checkpoint
+from rtvm.cli_support import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+from rtvm.experiments import checkpoint, process_pool
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.experiments.runner import MethodResult, run_method
 from rtvm.kernel.profile import load_profile
@@ -153,8 +155,10 @@ def run_jobs(
             finished(i, _run_job(j, duration_s))
     else:
         args = [(i, todo[i], duration_s) for i in left]
-        with _worker_pool(jobs) as pool:
-            for i, r in pool.imap_unordered(_run_one, args):
+        # closing: the workers are stopped when the loop is left, even while the exception
+        # that left it (and the frame that holds the iterator) is still alive
+        with closing(process_pool.imap_unordered(_run_one, args, jobs)) as done:
+            for i, r in done:
                 finished(i, r)
     return [results[i] for i in range(len(todo))]
 
@@ -165,30 +169,6 @@ def _run_job(job: RunJob, duration_s: float) -> MethodResult:
 
 def _run_one(args: tuple[int, RunJob, float]) -> tuple[int, MethodResult]:
     return args[0], _run_job(args[1], args[2])
-
-
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (no tracebacks from each); the
-    SIGTERM it stops them with ends them at once (the parent's handler, which turns SIGTERM
-    into a KeyboardInterrupt, is not theirs)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-@contextmanager
-def _worker_pool(jobs: int) -> Iterator[Any]:
-    """A process pool whose workers are gone when the block is left: on Ctrl-C or any error
-    they are terminated before the exception goes on, so none is left running."""
-    pool = multiprocessing.get_context().Pool(jobs, initializer=_ignore_sigint)
-    try:
-        yield pool
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
 
 
 def published_rows() -> list[dict[str, Any]]:
