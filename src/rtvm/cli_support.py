@@ -206,42 +206,54 @@ def _probe_writable(directory: Path) -> str | None:
     return None
 
 
-class OutDir(click.Path):
-    """A directory results go to, checked before anything runs: a file can be created in it
-    (or, if it is missing, where it would be made). A run of minutes must not end in an error
-    it could have given at once (an unwritable --out, a regular file in the way)."""
+class _WritablePath(click.Path):
+    """A path a run writes to, checked before anything runs, so that a run of minutes does not
+    end in an error it could have given at once (an unwritable place, a regular file in the
+    way). Subclasses say what the path is and which directory must take a new file."""
+
+    kind = "path"
+    allowed = "a writable place"
+
+    def directory(self, path: Path) -> Path:
+        raise NotImplementedError
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"an empty path; allowed: a {self.kind} path", param, ctx)
+        rv = Path(os.fsdecode(super().convert(value, param, ctx)))
+        why = _probe_writable(self.directory(rv))
+        if why is not None:
+            self.fail(
+                f"{str(rv)!r}: cannot write there ({why}); allowed: {self.allowed}", param, ctx
+            )
+        return rv
+
+
+class OutDir(_WritablePath):
+    """A directory results go to: a file can be created in it (or, if it is missing, where it
+    would be made)."""
+
+    kind, allowed = "directory", "a writable directory"
 
     def __init__(self) -> None:
         super().__init__(file_okay=False, path_type=Path)
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
-            self.fail("an empty path; allowed: a directory path", param, ctx)
-        rv = Path(os.fsdecode(super().convert(value, param, ctx)))
-        why = _probe_writable(rv)
-        if why is not None:
-            allowed = "a writable directory"
-            self.fail(f"{str(rv)!r}: cannot write there ({why}); allowed: {allowed}", param, ctx)
-        return rv
+    def directory(self, path: Path) -> Path:
+        return path
 
 
-class OutFile(click.Path):
-    """A file a run writes (a trace), checked before anything runs: not a directory, and its
-    directory (made when the run writes, if missing) takes a new file (the file is written
-    atomically: a temporary file beside it, then a rename)."""
+class OutFile(_WritablePath):
+    """A file a run writes (a trace): not a directory, and its directory (made when the run
+    writes, if missing) takes a new file (it is written atomically: a temporary file beside
+    it, then a rename)."""
+
+    kind, allowed = "file", "a file in a writable directory"
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
-            self.fail("an empty path; allowed: a file path", param, ctx)
-        rv = Path(os.fsdecode(super().convert(value, param, ctx)))
-        why = _probe_writable(rv.parent)
-        if why is not None:
-            allowed = "a file in a writable directory"
-            self.fail(f"{str(rv)!r}: cannot write there ({why}); allowed: {allowed}", param, ctx)
-        return rv
+    def directory(self, path: Path) -> Path:
+        return path.parent
 
 
 def read_profile_option(profile: Path | None) -> Any:

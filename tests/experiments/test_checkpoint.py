@@ -107,105 +107,76 @@ def test_an_interrupt_terminates_the_workers_instead_of_waiting_for_their_method
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outsourcing.npz"]
 
 
-def test_ctrl_c_stops_the_worker_processes_and_says_what_was_kept(tmp_path):
-    """The terminal's Ctrl-C reaches the whole process group: the parent and its workers."""
-    out = tmp_path / "o"
+def _signalled_run(out, sig, kept, *, group=True, ignore=None):
+    """``rtvm reproduce simple-rt --duration 0.3 --jobs 2 --out OUT`` in a session of its own,
+    sent ``sig`` (to the whole group, or to the parent alone) once ``kept`` methods are kept;
+    started with ``ignore`` ignored (``nohup``). Returns the process and its stderr; a run
+    that does not end within a minute of the signal fails the test."""
+
+    def child_setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal starts a command
+        if ignore is not None:
+            signal.signal(ignore, signal.SIG_IGN)
+
     p = subprocess.Popen(
         [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
          "--jobs", "2", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=child_setup,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
-        assert time.monotonic() < deadline, "no method finished in 120 s"
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    if p.returncode == 0:
-        pytest.skip("every method finished before the interrupt")
-    assert p.returncode == 130, err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("rtvm: interrupted: ") and "kept in" in last, last
-    time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):  # no worker of the group is left running
-        os.killpg(p.pid, 0)
-
-
-def test_sigterm_to_the_parent_alone_stops_the_workers_too(tmp_path):
-    """``timeout``, a cancelled CI job: only the parent gets the signal; it stops its workers
-    as on Ctrl-C, keeps what finished, and exits 128 + SIGTERM."""
-    out = tmp_path / "o"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
-         "--jobs", "2", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
-        assert time.monotonic() < deadline, "no method finished in 120 s"
-        time.sleep(0.05)
-    os.kill(p.pid, signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    if p.returncode == 0:
-        pytest.skip("every method finished before the signal")
-    assert p.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("rtvm: terminated by SIGTERM: ") and "kept in" in last, last
-    time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):  # no worker of the group is left running
-        os.killpg(p.pid, 0)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_to_the_whole_group_with_an_idle_worker_ends_the_run(tmp_path, sig):
-    """``timeout`` and a closed terminal signal the whole group. With three of four methods
-    done on two workers, one worker is idle, waiting for a job while it holds the pool's queue
-    lock: killed outright it would keep that lock, and the parent would hang in
-    ``Pool.terminate``. The run must end, keep what finished, and leave no process."""
-    out = tmp_path / "o"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.3",
-         "--jobs", "2", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while len(list((out / "checkpoints").glob("*.npz"))) < 3 and p.poll() is None:
-        assert time.monotonic() < deadline, "three methods did not finish in 120 s"
+    while len(list((out / "checkpoints").glob("*.npz"))) < kept and p.poll() is None:
+        assert time.monotonic() < deadline, f"{kept} methods did not finish in 120 s"
         time.sleep(0.02)
-    os.killpg(p.pid, sig)
+    (os.killpg if group else os.kill)(p.pid, sig)
     try:
         _, err = p.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         pytest.fail("rtvm hung after the signal")
+    return p, err
+
+
+def _ended_as(p, err, code, first_words):
+    """Stopped with ``code``, one last line that says what was kept, no process left."""
     if p.returncode == 0:
         pytest.skip("every method finished before the signal")
-    assert p.returncode == 128 + sig, err
+    assert p.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"rtvm: terminated by {sig.name}: "), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(first_words) and "kept in" in last, last
     time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError):  # no worker of the group is left running
         os.killpg(p.pid, 0)
+
+
+def test_ctrl_c_stops_the_worker_processes_and_says_what_was_kept(tmp_path):
+    """The terminal's Ctrl-C reaches the whole process group: the parent and its workers."""
+    p, err = _signalled_run(tmp_path / "o", signal.SIGINT, 1)
+    _ended_as(p, err, 130, "rtvm: interrupted: ")
+
+
+def test_sigterm_to_the_parent_alone_stops_the_workers_too(tmp_path):
+    """``kill PID``, a cancelled CI job: only the parent gets the signal; it stops its workers
+    as on Ctrl-C, keeps what finished, and exits 128 + SIGTERM."""
+    p, err = _signalled_run(tmp_path / "o", signal.SIGTERM, 1, group=False)
+    _ended_as(p, err, 128 + signal.SIGTERM, "rtvm: terminated by SIGTERM: ")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_whole_group_with_an_idle_worker_ends_the_run(tmp_path, sig):
+    """``timeout`` and a closed terminal signal the whole group. With three of four methods
+    done on two workers, one worker is idle: under ``multiprocessing.Pool`` it waited for a
+    job holding the queue's lock, kept it when killed, and the parent hung in
+    ``Pool.terminate``. The run must end, keep what finished, and leave no process."""
+    p, err = _signalled_run(tmp_path / "o", sig, 3)
+    _ended_as(p, err, 128 + sig, f"rtvm: terminated by {sig.name}: ")
 
 
 def test_nohup_keeps_a_run_going_through_a_hangup(tmp_path):
     """A SIGHUP the process was started ignoring (``nohup``) stays ignored."""
     out = tmp_path / "o"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "rtvm", "reproduce", "simple-rt", "--duration", "0.2",
-         "--jobs", "2", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not any((out / "checkpoints").glob("*.npz")) and p.poll() is None:
-        assert time.monotonic() < deadline, "no method finished in 120 s"
-        time.sleep(0.02)
-    os.killpg(p.pid, signal.SIGHUP)
-    _, err = p.communicate(timeout=120)
+    p, err = _signalled_run(out, signal.SIGHUP, 1, ignore=signal.SIGHUP)
     assert p.returncode == 0, err
     assert len(list((out / "checkpoints").glob("*.npz"))) == 4
 
