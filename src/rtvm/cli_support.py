@@ -83,11 +83,8 @@ TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 def on_terminate(signum: int, frame: Any) -> None:
     """SIGTERM and SIGHUP end a run as Ctrl-C does, so that the same cleanup runs: worker
     processes stopped, finished work kept. The exit code is then 128 + the signal's number, as
-    a shell expects of a killed command. A repeat while that cleanup runs is only noted: a
-    second exception in the middle of stopping the workers would leave them half-stopped."""
+    a shell expects of a killed command."""
     global _terminated_by
-    if _terminated_by is not None:
-        return
     _terminated_by = signum
     raise KeyboardInterrupt
 
@@ -116,19 +113,25 @@ def terminate_signals_as_interrupts() -> Iterator[None]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP ignored while the block runs (the main thread only): the
-    short cleanup that stops worker processes must run to its end, or it leaves them
-    half-stopped and ends in a traceback. Signals that came before the block still act."""
+    """Ctrl-C, SIGTERM and SIGHUP that arrive while the block runs are held, and raised again
+    once it is over (main thread only): a fork, or the cleanup that stops worker processes,
+    must run to its end, or a worker is left running unknown to anyone. A signal the process
+    ignores stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    sigs = (signal.SIGINT, *TERMINATE_SIGNALS)
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    held: list[int] = []
+    saved: dict[int, Any] = {}
     try:
+        for sig in (signal.SIGINT, *TERMINATE_SIGNALS):
+            saved[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
         yield
     finally:
-        for sig, old in saved.items():
-            signal.signal(sig, old)
+        for restored, old in saved.items():
+            if old is not None:  # None: a handler not set from Python (it cannot be restored)
+                signal.signal(restored, old)
+        for again in dict.fromkeys(held):
+            signal.raise_signal(again)
 
 
 def _interrupted(detail: str = "") -> NoReturn:
@@ -193,7 +196,7 @@ def _probe_writable(directory: Path) -> str | None:
     up the path takes the probe, a temporary file removed at once (a refused command line, or
     shell completion, must not leave empty directories)."""
     d = directory
-    while not d.exists() and d.parent != d:
+    while not os.path.lexists(d) and d.parent != d:  # lexists: a dangling link is in the way
         d = d.parent
     if not d.is_dir():
         return f"{str(d)!r} is not a directory"

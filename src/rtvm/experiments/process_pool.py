@@ -11,33 +11,60 @@ worker: nothing a worker holds can outlive it, and no worker is started once sto
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import signal
 import traceback
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from rtvm.cli_support import signals_deferred
+from rtvm.cli_support import RunFailed, signals_deferred
 
 A = TypeVar("A")
 R = TypeVar("R")
 
 
-class WorkerDied(RuntimeError):
-    """A worker process ended without a result (killed by the system, or crashed)."""
+class WorkerDied(RunFailed):
+    """A worker process ended without a result (killed by the system, or crashed): the run
+    failed, one line and exit 1 from the command line."""
 
 
-def _worker(conn: Connection, fn: Callable[[Any], Any], ignore_hup: bool) -> None:
-    """Run jobs from ``conn`` until it sends None. Ctrl-C is the parent's to handle (it stops
-    the workers); SIGTERM ends the worker as it would any process (the parent's handler,
-    inherited through fork, turns it into an interrupt, which is not for a worker); a SIGHUP
-    the parent was ignoring (``nohup``) stays ignored."""
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``):
+    a parent killed outright (``kill -9``, the OOM killer) must not leave it simulating."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's kill on its way out must do
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker(
+    conn: Connection,
+    fn: Callable[[Any], Any],
+    ignored: frozenset[int],
+    inherited: list[Connection],
+) -> None:
+    """Run jobs from ``conn`` until it sends None or is gone. ``inherited``: the parent's ends
+    of every worker's pipe, this one's included, which the fork copied; closed at once, or a
+    worker would never see its own pipe end when the parent is gone. Ctrl-C is the parent's
+    to handle (it stops the workers); SIGTERM and SIGHUP end the worker as any process, unless
+    the parent was started ignoring them (``ignored``: ``nohup``)."""
+    for c in inherited:
+        c.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+    _die_with_parent()
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
         if job is None:
             return
         try:
@@ -46,6 +73,8 @@ def _worker(conn: Connection, fn: Callable[[Any], Any], ignore_hup: bool) -> Non
             out = ("error", e)
         try:
             conn.send(out)
+        except (EOFError, OSError):
+            return
         except Exception:
             conn.send(("error", RuntimeError(traceback.format_exc())))
 
@@ -54,19 +83,32 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
     """``fn(a)`` for every ``a`` in ``args``, in ``jobs`` worker processes (forked, so ``fn``
     may be any function), each result as soon as it is ready. An exception in ``fn`` is raised
     here. Leaving the iteration early, by an exception (Ctrl-C, SIGTERM) or by closing it,
-    kills every worker before it goes on; that cleanup is not itself interrupted."""
+    kills every worker before it goes on. A signal during a fork or that cleanup is held until
+    it is over (``signals_deferred``), so no worker is ever left unknown or half-stopped."""
     ctx = multiprocessing.get_context("fork")
-    ignore_hup = signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    ignored = frozenset(
+        sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_IGN
+    )
     todo = list(reversed(args))
     workers: dict[Connection, Any] = {}
+
+    def hand(conn: Connection, job: Any) -> None:
+        try:
+            conn.send(job)
+        except OSError:  # its end is closed: the worker died after its last result
+            _worker_died(workers[conn])
+
     try:
         for _ in range(min(jobs, len(todo))):
-            mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(theirs, fn, ignore_hup), daemon=True)
-            p.start()
-            theirs.close()
-            workers[mine] = p
-            mine.send(todo.pop())
+            with signals_deferred():  # the child is in ``workers`` before any signal acts
+                mine, theirs = ctx.Pipe()
+                inherited = [mine, *workers]
+                p = ctx.Process(target=_worker, args=(theirs, fn, ignored, inherited))
+                p.daemon = True
+                p.start()
+                workers[mine] = p
+                theirs.close()
+            hand(mine, todo.pop())
         busy = set(workers)
         while busy:
             for conn in wait(list(busy)):
@@ -74,19 +116,17 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
                 try:
                     status, value = conn.recv()
                 except EOFError:
-                    p = workers[conn]
-                    p.join()
-                    raise WorkerDied(
-                        f"a worker process ended without a result (exit code {p.exitcode})"
-                    ) from None
+                    _worker_died(workers[conn])
                 if status == "error":
                     raise value
                 if todo:
-                    conn.send(todo.pop())
+                    hand(conn, todo.pop())
                 else:
-                    conn.send(None)
+                    hand(conn, None)
                     busy.discard(conn)
                 yield value
+        for p in workers.values():
+            p.join()
     except BaseException:
         with signals_deferred():
             for p in workers.values():
@@ -97,5 +137,11 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
     finally:
         for conn in workers:
             conn.close()
-    for p in workers.values():
-        p.join()
+        # the processes' descriptors go with them: an exception raised here keeps this frame
+        # alive through its traceback, which must not keep them open too
+        workers.clear()
+
+
+def _worker_died(p: Any) -> NoReturn:
+    p.join()
+    raise WorkerDied(f"a worker process ended without a result (exit code {p.exitcode})")
