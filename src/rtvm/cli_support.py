@@ -259,17 +259,24 @@ class OutFile(_WritablePath):
         return path.parent
 
 
-def read_profile_option(profile: Path | None) -> Any:
-    """The cost profile of a --profile option (None: the embedded one), or one line saying
-    what is wrong with it (exit 2). Returns a ``CostProfile``."""
+def read_profile_option(
+    profile: Path | None,
+    where: str = "--profile",
+    allowed: str = "a readable cost profile TOML",
+    given: str | None = None,
+) -> Any:
+    """The cost profile at ``profile`` (None: the embedded one), or one line saying what is
+    wrong with it (exit 2), after ``where`` (the option or scenario key it came from; ``given``:
+    the path as written there, where ``profile`` resolved it). Returns a ``CostProfile``."""
     from rtvm.kernel.profile import ProfileError, load_profile
 
     try:
         return load_profile(profile)
     except ProfileError as e:
-        raise UserError(f"--profile: {one_line(str(e))}") from None
+        raise UserError(f"{where}: {one_line(str(e))}") from None
     except OSError as e:
-        fail_input(f"--profile {profile}: {e.strerror or e}", "a readable cost profile TOML file")
+        shown = f"{where} {profile}" if given is None else f"{where} = {given!r} ({profile})"
+        fail_input(f"{shown}: {e.strerror or e}", allowed)
 
 
 # -- common options -------------------------------------------------------------------------

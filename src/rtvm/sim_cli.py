@@ -18,8 +18,7 @@ from rtvm.cli_support import (
     command_epilog,
     console,
     emit_json,
-    fail_input,
-    one_line,
+    read_profile_option,
     result_envelope,
     warn_lost,
     wide_console,
@@ -78,18 +77,12 @@ def sim(
         raise UserError(lines[-1]) from None
     profile = profile_path(sc, scenario)
     if profile is not None:  # its problems are the scenario's, named before any run
-        from rtvm.kernel.profile import ProfileError, load_profile
-
-        try:
-            load_profile(profile)
-        except ProfileError as e:
-            raise UserError(f"{scenario}: profile.path: {one_line(str(e))}") from None
-        except OSError as e:
-            fail_input(
-                f"{scenario}: profile.path = {sc.profile.path!r} ({profile}): {e.strerror or e}",
-                "a readable cost profile TOML (a relative path is read from the scenario's "
-                "directory)",
-            )
+        read_profile_option(
+            Path(profile),
+            f"{scenario}: profile.path",
+            "a readable cost profile TOML (a relative path is read from the scenario's directory)",
+            given=sc.profile.path,
+        )
     dur = duration or sc.duration_s
     sd = sc.seed if seed is None else seed
     rr = sc.workload.rr

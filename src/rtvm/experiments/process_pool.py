@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn, TypeVar
 
-from rtvm.cli_support import RunFailed, signals_deferred
+from rtvm.cli_support import TERMINATE_SIGNALS, RunFailed, signals_deferred
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -30,6 +30,9 @@ class WorkerDied(RunFailed):
     failed, one line and exit 1 from the command line."""
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``):
     a parent killed outright (``kill -9``, the OOM killer) must not leave it simulating."""
@@ -38,9 +41,6 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the parent's kill on its way out must do
         pass
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _worker(
@@ -57,7 +57,7 @@ def _worker(
     for c in inherited:
         c.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in TERMINATE_SIGNALS:
         signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
     _die_with_parent()
     while True:
@@ -86,9 +86,7 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
     kills every worker before it goes on. A signal during a fork or that cleanup is held until
     it is over (``signals_deferred``), so no worker is ever left unknown or half-stopped."""
     ctx = multiprocessing.get_context("fork")
-    ignored = frozenset(
-        sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_IGN
-    )
+    ignored = frozenset(sig for sig in TERMINATE_SIGNALS if signal.getsignal(sig) is signal.SIG_IGN)
     todo = list(reversed(args))
     workers: dict[Connection, Any] = {}
 
