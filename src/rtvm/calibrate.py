@@ -402,8 +402,10 @@ def calibrate(
     base = load_start_profile(profile)
     src_path = profile_source(profile)
     t0 = time.perf_counter()
+    best_saved = False
 
     def save_best(vals: dict[str, int], j: float) -> None:
+        nonlocal best_saved
         if out is not None:
             note = (
                 f"best so far of rtvm calibrate (seed {seed}, {duration:g} s): "
@@ -411,14 +413,17 @@ def calibrate(
             )
             text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
             atomic_write_text(out / "testbed.best-so-far.toml", text)
+            best_saved = True
 
     with CandidateRunner(src_path, duration, seed, out) as evaluate:
         try:
             vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
         except KeyboardInterrupt:
             kept = evaluate.kept_note("evaluated candidates")
-            if out is not None:
+            if best_saved and out is not None:
                 kept += f"; the best so far is in {out / 'testbed.best-so-far.toml'}"
+            elif out is not None:
+                kept += "; no candidate had improved on the starting profile yet"
             raise Interrupted(kept) from None
     note = f"fitted by rtvm calibrate (seed {seed}, {duration:g} s per method): objective {j:.4f}"
     text = rewrite_profile(src_path.read_text("utf-8"), vals, note)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,11 +220,32 @@ def test_an_interrupted_calibration_keeps_its_candidates_and_a_rerun_replays_the
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 130
     assert "1 evaluated candidates kept in" in first.output
+    assert "no candidate had improved on the starting profile yet" in first.output
+    assert not (tmp_path / "testbed.best-so-far.toml").exists()
     kept = written()
     assert sorted(kept) == sorted(f"{m}.npz" for m in exp.PAPER_METHODS)
 
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 130 and written() == kept  # the candidate came from disk
+
+
+def test_an_interrupted_calibration_names_its_best_point_once_it_has_one(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import rtvm.calibrate as cal
+    from rtvm.cli import main
+
+    def improve_once_then_ctrl_c(base, evaluate, log, on_best):
+        fitted = {k: c.value for k, c in base.entries.items() if c.status == "fitted"}
+        on_best(fitted, 0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cal, "fit", improve_once_then_ctrl_c)
+    run = CliRunner().invoke(main, ["calibrate", "--duration", "0.2", "--out", str(tmp_path)])
+    best = tmp_path / "testbed.best-so-far.toml"
+    assert run.exit_code == 130
+    assert f"the best so far is in {best}" in " ".join(run.output.split())
+    assert "stage objective 0.5000" in best.read_text()
 
 
 def test_a_compressed_runs_checkpoint_lives_beside_a_full_runs(tmp_path):
@@ -241,3 +263,43 @@ def test_a_compressed_runs_checkpoint_lives_beside_a_full_runs(tmp_path):
     a.unlink()
     assert checkpoint.load(tmp_path, full) is None  # not served the compressed one
     assert checkpoint.load(tmp_path, squeezed) is not None
+
+
+def test_a_signal_while_results_are_written_lets_the_set_finish_and_says_what_is_written(
+    tmp_path,
+):
+    """Ctrl-C in the middle of a set of result files: the set is finished (no mix of two
+    runs' files), the next set is not begun, and the message names both."""
+    from rtvm.cli_support import Interrupted
+    from rtvm.experiments.cli import write_result_sets
+
+    def first_set() -> list[Path]:
+        a = tmp_path / "a.json"
+        a.write_text("1")
+        os.kill(os.getpid(), signal.SIGINT)  # held until the set is complete
+        b = tmp_path / "b.png"
+        b.write_text("2")
+        return [a, b]
+
+    def second_set() -> list[Path]:
+        raise AssertionError("begun after the interrupt")
+
+    with pytest.raises(Interrupted) as stopped:
+        write_result_sets(tmp_path, [("seed-1/", first_set), ("results.json", second_set)])
+    assert (tmp_path / "b.png").read_text() == "2"
+    msg = " ".join(stopped.value.message.split())
+    assert "seed-1/ written, results.json not" in msg
+    assert "without simulating" in msg
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_results_written_whole_before_an_interrupt_are_said_to_be(tmp_path):
+    from rtvm.cli_support import Interrupted
+    from rtvm.experiments.cli import write_result_sets
+
+    def only_set() -> list[Path]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return []
+
+    with pytest.raises(Interrupted, match="after the results were written under"):
+        write_result_sets(tmp_path, [("the results", only_set)])

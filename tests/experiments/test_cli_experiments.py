@@ -163,6 +163,7 @@ def test_a_run_with_no_answered_request_says_so(tmp_path):
         (("sensitivity", "--step", "nan"), "'--step': 'nan' is not a number"),
         (("reproduce", "simple-rt", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
         (("reproduce", "simple-rt", "--out", ""), "'--out': an empty path"),
+        (("reproduce", "simple-rt", "--fresh"), "--fresh without --out; allowed: --fresh with"),
         (("calibrate", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
         (("sensitivity", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),
         (("sim", "S", "--out", "F/sub"), "'--out': 'F/sub': cannot write there"),

@@ -52,6 +52,14 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
         list(imap_unordered(_die_on_two, [1, 2, 3], jobs=2))
 
 
+def test_a_dead_worker_names_its_job_and_how_it_died():
+    with pytest.raises(WorkerDied) as died:
+        list(imap_unordered(_die_on_two, [1, 2, 3], jobs=2, describe=lambda x: f"job {x}"))
+    msg = str(died.value.message)
+    assert "while running job 2 " in msg
+    assert "SIGKILL" in msg and "OOM" in msg
+
+
 def test_leaving_early_kills_the_busy_workers_at_once():
     t0 = time.monotonic()
     with closing(imap_unordered(_report_pid_then_sleep, [1, 0, 2], jobs=3)) as it:

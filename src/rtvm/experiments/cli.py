@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from rtvm.cli_support import (
     fail_input,
     read_profile_option,
     result_envelope,
+    signals_deferred,
     warn_lost,
     wide_console,
 )
@@ -146,6 +147,8 @@ def simple_rt(
     dur = duration or (exp.QUICK_S if quick else exp.FULL_S)
     check_compress_idle(compress_idle, dur, "--quick" if quick and not duration else "--duration")
     prof = read_profile_option(profile)
+    if fresh and out is None:  # nothing is kept without --out, so nothing would be replaced
+        fail_input("--fresh without --out", "--fresh with --out DIR, whose kept runs it replaces")
     if seeds_spec is not None:
         if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
             fail_input("--seed and --seeds together", "one of them")
@@ -199,9 +202,7 @@ def simple_rt(
         details={m: r.extra for m, r in results.items()},
     )  # fmt: skip
     if out is not None:
-        with _writing_under(out):
-            for p in exp.write_outputs(out, env, results):
-                console.log(f"wrote {p}")
+        write_result_sets(out, [("the results", lambda: exp.write_outputs(out, env, results))])
     if as_json:
         emit_json(env)
         return
@@ -259,13 +260,32 @@ def _with_progress(
             raise RunFailed(f"cannot keep a finished method under --out {out}: {e}") from None
 
 
-@contextmanager
-def _writing_under(out: Path) -> Iterator[None]:
-    """Results that cannot be written under --out end the run with one line (exit 1)."""
+def write_result_sets(out: Path, sets: list[tuple[str, Callable[[], list[Path]]]]) -> None:
+    """Write each set of result files (``(name, write)``; ``write`` returns the paths) whole.
+
+    A directory must never hold a mix of this run's files and an earlier run's, so Ctrl-C,
+    SIGTERM or SIGHUP while a set is written is held until that set is complete; the run then
+    ends (as interrupted) saying which sets were written. Every method is kept under --out
+    before this, so the same command again writes the rest without simulating. Results that
+    cannot be written end the run with one line (exit 1)."""
+    written: list[str] = []
     try:
-        yield
+        for name, write in sets:
+            with signals_deferred():
+                for p in write():
+                    console.log(f"wrote {p}")
+                written.append(name)  # before a held signal is raised at the block's end
     except OSError as e:
         raise RunFailed(f"cannot write the results under --out {out}: {e}") from None
+    except KeyboardInterrupt:
+        left = [name for name, _ in sets if name not in written]
+        if not left:
+            raise Interrupted(f"after the results were written under {out}") from None
+        raise Interrupted(
+            f"while writing the results under {out}: {', '.join(written) or 'nothing'} "
+            f"written, {', '.join(left)} not (the same command again writes them from the "
+            "kept methods, without simulating)"
+        ) from None
 
 
 _SEED_PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -392,18 +412,22 @@ def _simple_rt_seeds(
         details_by_seed={s: {m: r.extra for m, r in res.items()} for s, res in results.items()},
     )  # fmt: skip
     if out is not None:
-        with _writing_under(out):
-            for s, res in results.items():
-                one = result_envelope(
-                    "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
-                    profile_sha256=profile_sha256,
-                    reused_methods=[m for m, ks in kept if ks == s],
-                    fidelity=[c.as_dict() for c in checks[s]],
-                    details={m: r.extra for m, r in res.items()},
-                )  # fmt: skip
-                for p in exp.write_outputs(seed_dir(s), one, res):
-                    console.log(f"wrote {p}")
-            console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
+
+        def write_seed(s: int) -> list[Path]:
+            one = result_envelope(
+                "simple-rt", s, dur, rows_by_seed[s], published, scenario=scenario,
+                profile_sha256=profile_sha256,
+                reused_methods=[m for m, ks in kept if ks == s],
+                fidelity=[c.as_dict() for c in checks[s]],
+                details={m: r.extra for m, r in results[s].items()},
+            )  # fmt: skip
+            return exp.write_outputs(seed_dir(s), one, results[s])
+
+        write_result_sets(
+            out,
+            [(f"seed-{s}/", functools.partial(write_seed, s)) for s in results]
+            + [("results.json", lambda: [atomic_write_json(out / "results.json", env)])],
+        )
     if as_json:
         emit_json(env)
         return

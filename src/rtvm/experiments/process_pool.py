@@ -79,22 +79,31 @@ def _worker(
             conn.send(("error", RuntimeError(traceback.format_exc())))
 
 
-def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Generator[R, None, None]:
+def imap_unordered(
+    fn: Callable[[A], R],
+    args: Sequence[A],
+    jobs: int,
+    describe: Callable[[A], str] = repr,
+) -> Generator[R, None, None]:
     """``fn(a)`` for every ``a`` in ``args``, in ``jobs`` worker processes (forked, so ``fn``
     may be any function), each result as soon as it is ready. An exception in ``fn`` is raised
-    here. Leaving the iteration early, by an exception (Ctrl-C, SIGTERM) or by closing it,
-    kills every worker before it goes on. A signal during a fork or that cleanup is held until
-    it is over (``signals_deferred``), so no worker is ever left unknown or half-stopped."""
+    here; a worker that dies is ``WorkerDied``, naming its job by ``describe(a)``. Leaving the
+    iteration early, by an exception (Ctrl-C, SIGTERM) or by closing it, kills every worker
+    before it goes on. A signal during a fork or that cleanup is held until it is over
+    (``signals_deferred``), so no worker is ever left unknown or half-stopped."""
     ctx = multiprocessing.get_context("fork")
     ignored = frozenset(sig for sig in TERMINATE_SIGNALS if signal.getsignal(sig) is signal.SIG_IGN)
     todo = list(reversed(args))
     workers: dict[Connection, Any] = {}
+    running: dict[Connection, A] = {}  # each busy worker's job, to name it if the worker dies
 
-    def hand(conn: Connection, job: Any) -> None:
+    def hand(conn: Connection, job: A | None) -> None:
         try:
             conn.send(job)
         except OSError:  # its end is closed: the worker died after its last result
-            _worker_died(workers[conn])
+            _worker_died(workers[conn], None if job is None else describe(job))
+        if job is not None:
+            running[conn] = job
 
     try:
         for _ in range(min(jobs, len(todo))):
@@ -114,7 +123,8 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
                 try:
                     status, value = conn.recv()
                 except EOFError:
-                    _worker_died(workers[conn])
+                    _worker_died(workers[conn], describe(running[conn]))
+                del running[conn]
                 if status == "error":
                     raise value
                 if todo:
@@ -140,6 +150,16 @@ def imap_unordered(fn: Callable[[A], R], args: Sequence[A], jobs: int) -> Genera
         workers.clear()
 
 
-def _worker_died(p: Any) -> NoReturn:
+def _worker_died(p: Any, job: str | None) -> NoReturn:
     p.join()
-    raise WorkerDied(f"a worker process ended without a result (exit code {p.exitcode})")
+    code = p.exitcode
+    how = f"exit code {code}"
+    if code is not None and code < 0:
+        try:
+            how += f", {signal.Signals(-code).name}"
+        except ValueError:  # a real-time signal has no name
+            how += f", signal {-code}"
+        if code == -signal.SIGKILL:
+            how += ": killed, perhaps by the kernel's OOM killer (see dmesg)"
+    running = f" while running {job}" if job else ""
+    raise WorkerDied(f"a worker process ended without a result{running} ({how})")

@@ -46,6 +46,15 @@ class RunJob:
     checkpoints: Path | None = None
     idle_keep: int | None = None
 
+    def describe(self) -> str:
+        """How a message names this run: ``threaded (seed 2, profile p.toml)``."""
+        where = f"seed {self.seed}"
+        if self.profile is not None:
+            where += f", profile {self.profile}"
+        if self.idle_keep is not None and self.idle_keep > 1:
+            where += f", idle compressed 1/{self.idle_keep}"
+        return f"{self.method} ({where})"
+
 
 def run(
     duration_s: float,
@@ -157,7 +166,8 @@ def run_jobs(
         args = [(i, todo[i], duration_s) for i in left]
         # closing: the workers are stopped when the loop is left, even while the exception
         # that left it (and the frame that holds the iterator) is still alive
-        with closing(process_pool.imap_unordered(_run_one, args, jobs)) as done:
+        pool = process_pool.imap_unordered(_run_one, args, jobs, lambda a: a[1].describe())
+        with closing(pool) as done:
             for i, r in done:
                 finished(i, r)
     return [results[i] for i in range(len(todo))]
