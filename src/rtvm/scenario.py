@@ -79,14 +79,19 @@ RX_USECS_MAX = 0xFF8 >> 2
 
 class Irq(_Strict):
     """Where each NIC's interrupt goes (its MSI-X vector's CPU; the IRQ thread follows it),
-    and its interrupt moderation (``ethtool -C ethN rx-usecs``). Unset: the method's own
-    routing, and ixgbe's adaptive moderation."""
+    and its interrupt moderation (``ethtool -C ethN rx-usecs``); and which of the RT VM's
+    vCPUs takes the RT guest's device interrupt. Unset: the method's own routing, ixgbe's
+    adaptive moderation, and the guest's default (its housekeeping vCPU)."""
 
     rt_nic_cpu: int | None = Field(None, ge=0)
     heavy_nic_cpus: list[int] | None = None
     # strict: a TOML true / false would otherwise read as 1 (adaptive) / 0 (off)
     rt_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX, strict=True)
     heavy_nic_rx_usecs: int | None = Field(None, ge=0, le=RX_USECS_MAX, strict=True)
+    #: which RT VM vCPU takes its virtio-net (or VMRPC) interrupt inside the guest:
+    #: "housekeeping", where a 4.1 guest sends it by default, or "rt", the server's vCPU (the
+    #: guest's /proc/irq/N/smp_affinity); testbed.GUEST_IRQ_VCPUS says why
+    rt_guest_irq_vcpu: Literal["housekeeping", "rt"] = "housekeeping"
 
     @field_validator("heavy_nic_cpus")
     @classmethod

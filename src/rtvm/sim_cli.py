@@ -115,6 +115,7 @@ def sim(
                 "heavy_nic_cpus": None if hcpus is None else tuple(hcpus),
                 "rt_nic_rx_usecs": sc.irq.rt_nic_rx_usecs,
                 "heavy_nic_rx_usecs": sc.irq.heavy_nic_rx_usecs,
+                "guest_irq_vcpu": sc.irq.rt_guest_irq_vcpu,
             },
             idle_keep=sc.compress_idle,
         )

@@ -169,6 +169,22 @@ def _irq_sched(s: Sched) -> tuple[str, int]:
 
 
 # -- the RT VM --------------------------------------------------------------------------------
+#: Which of the RT VM's vCPUs takes its device interrupt. The VM has a housekeeping vCPU (vCPU
+#: 0, the boot CPU) and the RT vCPU that runs the server. With one queue pair, 4.1's
+#: virtio-net sets no affinity hint (virtnet_set_affinity), so the vector keeps the default
+#: affinity, all CPUs. A KVM guest runs x2APIC (KVM offers it without interrupt
+#: remapping), and in both of 4.1's x2APIC modes the vector allocation gives an interrupt with
+#: the default affinity a single destination CPU, the first it tries: CPU 0 (physical:
+#: default_vector_allocation_domain; cluster: cluster_vector_allocation_domain, "default case
+#: of boot, device bringup etc will use a single cpu"). Only an explicit smp_affinity
+#: (irqbalance, an administrator) moves or spreads it. So by default the RT
+#: packet's guest interrupt and NAPI run on the housekeeping vCPU, a normal-priority thread
+#: on the host, which then wakes the server on the RT vCPU with a reschedule IPI: the
+#: priority inversion in the guest kernel that Garcia et al. name, and that socket
+#: outsourcing's idle-loop wakeup avoids. ``rt``: the vector's affinity set to the RT vCPU.
+GUEST_IRQ_VCPUS = ("housekeeping", "rt")
+
+
 def _build_rt(
     tb_kernel: Kernel,
     llc: Llc,
@@ -178,6 +194,7 @@ def _build_rt(
     halt_poll_ns: int | None,
     event_idx: bool,
     itr_us: int | None = None,
+    guest_irq_vcpu: str = "housekeeping",
 ) -> dict[str, Any]:
     k = tb_kernel
     c = k.costs
@@ -185,9 +202,13 @@ def _build_rt(
     for owner, ws_bytes in rt_stage_footprints(c, m.rt_io).items():
         llc.register(owner, ws_bytes)
     vm = Vm(k, "rt-vm", llc=llc)
+    hk_vcpu = _vcpu(vm, m.housekeeping_vcpu, halt_poll_ns)  # vCPU 0, the boot CPU
     rt_vcpu = _vcpu(vm, m.rt_vcpu, halt_poll_ns)
     rt_vcpu.ws_owner = "host/kvm"
-    _vcpu(vm, m.housekeeping_vcpu, halt_poll_ns)
+    if guest_irq_vcpu not in GUEST_IRQ_VCPUS:
+        allowed = ", ".join(GUEST_IRQ_VCPUS)
+        raise ValueError(f"guest_irq_vcpu {guest_irq_vcpu!r}; allowed: {allowed}")
+    irq_vcpu = hk_vcpu if guest_irq_vcpu == "housekeeping" else rt_vcpu
     wire_in, wire_out = Wire(k, 10 * GBPS), Wire(k, 10 * GBPS)
     holder: dict[str, Any] = {}
 
@@ -201,15 +222,15 @@ def _build_rt(
         rxvq, txvq = Virtqueue("rt-rx", 256, event_idx), Virtqueue("rt-tx", 256, event_idx)
         worker = VhostWorker(k, "vhost-rt", m.rt_vhost.policy, m.rt_vhost.prio, m.rt_vhost.allowed)
         sock = GuestSocket(vm.guest, "rr")
-        virtio = GuestVirtioNet(vm.guest, rt_vcpu, rxvq, txvq, lambda pkt: sock)
+        virtio = GuestVirtioNet(vm.guest, irq_vcpu, rxvq, txvq, lambda pkt: sock)
         virtio.ws_owner = "rt/guest-net"
 
         def signal_guest(vq: Virtqueue) -> None:
-            rt_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
+            irq_vcpu.inject(virtio.rx_interrupt, waker=worker.task.cpu)
 
         vhost = VhostNet(k, worker, rxvq, txvq, signal_guest, tun_sendmsg(transmit), llc, "rt")
         vhost.ws_owner = "host/vhost"
-        vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, rt_vcpu)
+        vhost.on_rx_used = lambda pkt: vm.await_entry(pkt, irq_vcpu)
         virtio.kick_host = vhost.kick
         virtio.kick_host_rx = vhost.rx_kick
 
@@ -226,7 +247,9 @@ def _build_rt(
     elif m.rt_io == "outsourcing":
         if m.rt_wake not in ("idle", "virq"):
             raise ValueError(f"rt_wake {m.rt_wake!r}; allowed: idle, virq")
-        osock = OutsourcedSocket(vm, "rr", rt_vcpu, rt=m.rt_wake == "idle", transmit=transmit)
+        osock = OutsourcedSocket(
+            vm, "rr", rt_vcpu, rt=m.rt_wake == "idle", transmit=transmit, irq_vcpu=irq_vcpu
+        )
         osock.ws_owner = "rt/guest-vmrpc"
 
         def socket_deliver(pkt: Packet, cpu: Any, ctx: Any) -> None:
@@ -397,6 +420,7 @@ def build_testbed(
     rt_nic_rx_usecs: int | None = None,
     heavy_nic_rx_usecs: int | None = None,
     idle_keep: int | None = None,
+    guest_irq_vcpu: str = "housekeeping",
 ) -> Testbed:
     """Wire ``method`` on the testbed: host, RT VM and ``heavy`` heavy receiver VMs.
     ``rt_nic_cpu`` / ``heavy_nic_cpus`` re-route the NICs' interrupts (a scenario's [irq]).
@@ -406,7 +430,10 @@ def build_testbed(
     ``nohz_full``: the NO_HZ_FULL CPUs; None: every CPU but CPU 0 (the testbed runs
     NO_HZ_FULL, and 4.1 keeps the boot CPU's tick for timekeeping).
     ``idle_keep``: simulate 1/N of each RT gap beyond its floor (workloads.idle_compression);
-    None or 1: every gap in full."""
+    None or 1: every gap in full.
+    ``guest_irq_vcpu``: which of the RT VM's vCPUs takes its virtio-net (or VMRPC) interrupt:
+    ``housekeeping``, where a 4.1 guest sends it by default, or ``rt``, the server's, as
+    ``/proc/irq/N/smp_affinity`` in the guest would set it (GUEST_IRQ_VCPUS)."""
     if rt_nic_cpu is not None:
         method = replace(method, rt_nic_cpu=rt_nic_cpu)
     if heavy_nic_cpus is not None:
@@ -426,7 +453,9 @@ def build_testbed(
         net=NetTunables(rt_poll_list=method.rt_poll_list, rtnet_prio=method.rtnet_prio),
     )
     llc = Llc(costs.llc_bytes, costs.llc_line, costs.llc_miss)
-    rt = _build_rt(k, llc, method, rr, request_times, halt_poll_ns, event_idx, rt_nic_rx_usecs)
+    rt = _build_rt(
+        k, llc, method, rr, request_times, halt_poll_ns, event_idx, rt_nic_rx_usecs, guest_irq_vcpu
+    )
     heavies = [
         _build_heavy(k, llc, method, i, halt_poll_ns, event_idx, heavy_nic_rx_usecs)
         for i in range(heavy)
@@ -473,6 +502,7 @@ class RtPathSpec:
     rt_poll_list: bool = False
     halt_poll_ns: int | None = None
     event_idx: bool = True
+    guest_irq_vcpu: str = "housekeeping"
 
 
 def build_rt_path(
@@ -502,10 +532,12 @@ def build_rt_path(
         tracer=tracer,
         halt_poll_ns=spec.halt_poll_ns,
         event_idx=spec.event_idx,
+        guest_irq_vcpu=spec.guest_irq_vcpu,
     )
 
 
 __all__ = [
+    "GUEST_IRQ_VCPUS",
     "HEAVY_PATH_STAGES",
     "RT_STAGE_CODE",
     "SEC",

@@ -1,5 +1,7 @@
-"""Method 3: exclusive CPU. CPU 1 is reserved for the RT group (RT IRQ thread, RT vhost, RT
-vCPU) and takes only the RT NIC's interrupt; everything non-RT runs on CPU 0."""
+"""Method 3: exclusive CPU (the "dedicated processor" method). CPU 1 is reserved for the RT
+group (RT IRQ thread, RT vhost, the RT VM's vCPUs: the RT one and its housekeeping one, as
+pinning the RT VM to its processor places them) and takes only the RT NIC's interrupt;
+everything non-RT runs on CPU 0."""
 
 from rtvm.methods.base import MethodSpec, fifo, normal
 
@@ -15,6 +17,6 @@ METHOD = MethodSpec(
     rt_vcpu=fifo(47, RT_CPU),
     heavy_irq=normal(NON_RT_CPU),
     heavy_vhost=normal(NON_RT_CPU),
-    housekeeping_vcpu=normal(NON_RT_CPU),
+    housekeeping_vcpu=normal(RT_CPU),
     heavy_vcpu=normal(NON_RT_CPU),
 )

@@ -65,10 +65,17 @@ class GuestSocket:
         self.queue: deque[Packet] = deque()
         self.waiter: GuestThread | None = None
 
-    def deliver(self, pkt: Packet) -> None:
+    def deliver(self, pkt: Packet, vcpu: Vcpu | None = None) -> GuestThread | None:
+        """Queue ``pkt`` (softirq on ``vcpu``) and wake the reader. A reader asleep on another
+        vCPU is returned instead: waking it takes a reschedule IPI (GuestKernel.wake_remote)."""
         self.queue.append(pkt)
-        if self.waiter is not None:
-            self.guest.wake(self.waiter)
+        w = self.waiter
+        if w is None:
+            return None
+        if vcpu is not None and w.blocked and w.vcpu is not vcpu:
+            return w
+        self.guest.wake(w)
+        return None
 
     def recvfrom(self, gt: GuestThread) -> Code:
         """recvfrom(): sleep until a datagram is queued, then copy it to the user buffer."""
@@ -95,6 +102,9 @@ class GuestKernel:
         self.user_copies = 0  # guest kernel -> user buffer (receive)
         self.user_copy_bytes = 0
         self.user_tx_copies = 0  # user buffer -> guest kernel (send)
+        self.ipis_sent = 0  # reschedule IPIs between this guest's vCPUs (wake_remote)
+        #: threads woken from another vCPU, per target vCPU, until it takes the IPI
+        self._wake_list: dict[int, list[GuestThread]] = {}
 
     # -- threads ------------------------------------------------------------------------------
     def spawn(
@@ -112,6 +122,29 @@ class GuestKernel:
             gt.vcpu.notify(waker)
         else:
             gt.wake_pending = True
+
+    def wake_remote(self, vcpu: Vcpu, gt: GuestThread) -> Code:
+        """try_to_wake_up() from ``vcpu`` of a thread asleep on another vCPU (4.1's
+        TTWU_QUEUE): the thread goes on the target's wake list, and the guest sends the target
+        a reschedule IPI, a write of the x2APIC ICR MSR, which exits to KVM (the i7-6700K has
+        no APICv, so no IPI virtualization; kernel-facts.md s5). KVM delivers the vector
+        (kvm_apic_send_ipi) and kicks the target vCPU (kvm_vcpu_kick: its thread is woken from
+        this vCPU's host CPU), then enters again. The thread runs once the target has taken
+        the IPI (scheduler_ipi)."""
+        c = self.vm.kernel.costs
+        vcpu._exit("msr_write")
+        self.ipis_sent += 1
+        self._wake_list.setdefault(gt.vcpu.index, []).append(gt)
+        gt.vcpu.inject(self.scheduler_ipi, waker=vcpu.task.cpu)
+        yield c.vm_exit_entry + vcpu.kvm_stall()
+        vcpu._enter()
+
+    def scheduler_ipi(self, vcpu: Vcpu) -> Code:
+        """The reschedule IPI's handler: sched_ttwu_pending() makes the threads queued for
+        this vCPU runnable (vector entry, the handler, EOI by paravirtual EOI, irq_exit)."""
+        yield self.vm.kernel.costs.guest_irq
+        for gt in self._wake_list.pop(vcpu.index, ()):
+            self.wake(gt)
 
     def pick(self, vcpu: Vcpu) -> GuestThread | None:
         best = None
@@ -230,7 +263,9 @@ class GuestVirtioNet:
             self._account_len(pkt.nbytes)
             sock = self.demux(pkt)
             if sock is not None:
-                sock.deliver(pkt)
+                remote = sock.deliver(pkt, vcpu)
+                if remote is not None:  # the reader sleeps on another vCPU
+                    yield from self.guest.wake_remote(vcpu, remote)
             elif self.on_consumed is not None:
                 self.on_consumed(pkt)
         if done < NAPI_POLL_WEIGHT:

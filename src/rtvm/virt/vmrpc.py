@@ -40,10 +40,14 @@ class OutsourcedSocket:
         vcpu: Vcpu,
         rt: bool,
         transmit: Callable[[Packet, Any], Code] | None = None,
+        irq_vcpu: Vcpu | None = None,
     ) -> None:
         self.vm = vm
         self.name = name
         self.vcpu = vcpu
+        #: the vCPU that takes the VMRPC virtual interrupt (rt=False): the receiver's unless
+        #: the guest routes the vector elsewhere (testbed: guest_irq_vcpu)
+        self.irq_vcpu = irq_vcpu or vcpu
         self.rt = rt
         self.transmit = transmit
         self.queue: deque[Packet] = deque()
@@ -64,12 +68,13 @@ class OutsourcedSocket:
         if self.waiting is None:
             return  # the receiver is busy: it finds the data at its next recvfrom (FIFO)
         self.vm.events.append(self)
-        self.vm.await_entry(pkt, self.vcpu)
         if self.rt:
+            self.vm.await_entry(pkt, self.vcpu)
             self.vcpu.notify(waker)  # wake the vCPU thread; no virtual interrupt
         else:
+            self.vm.await_entry(pkt, self.irq_vcpu)
             self.virqs += 1
-            self.vcpu.inject(self._virq, waker)
+            self.irq_vcpu.inject(self._virq, waker)
 
     # -- guest side ---------------------------------------------------------------------------
     def _process_events(self, vcpu: Vcpu) -> Code:
@@ -83,7 +88,10 @@ class OutsourcedSocket:
                 # a second event for the same socket wakes no one (try_to_wake_up on a
                 # running task does nothing)
                 sock.waiting = None
-                self.vm.guest.wake(gt)
+                if gt.blocked and gt.vcpu is not vcpu:  # asleep on another vCPU: an IPI
+                    yield from self.vm.guest.wake_remote(vcpu, gt)
+                else:
+                    self.vm.guest.wake(gt)
 
     def _extended_idle(self, vcpu: Vcpu) -> Code | None:
         if vcpu is self.vcpu and self.vm.events:
