@@ -204,7 +204,7 @@ def _build_rt(
     vm = Vm(k, "rt-vm", llc=llc)
     hk_vcpu = _vcpu(vm, m.housekeeping_vcpu, halt_poll_ns)  # vCPU 0, the boot CPU
     rt_vcpu = _vcpu(vm, m.rt_vcpu, halt_poll_ns)
-    rt_vcpu.ws_owner = "host/kvm"
+    hk_vcpu.ws_owner = rt_vcpu.ws_owner = "host/kvm"  # both exit through KVM's code
     if guest_irq_vcpu not in GUEST_IRQ_VCPUS:
         allowed = ", ".join(GUEST_IRQ_VCPUS)
         raise ValueError(f"guest_irq_vcpu {guest_irq_vcpu!r}; allowed: {allowed}")
