@@ -150,6 +150,16 @@ def test_with_the_vector_on_the_rt_vcpu_no_ipi_is_needed_and_the_response_is_soo
         assert slow.latency_ns - fast.latency_ns >= c.vm_exit_entry + c.guest_irq
 
 
+def test_a_reader_already_being_woken_gets_no_second_ipi():
+    """Two requests 1 us apart reach the guest in one NAPI poll: the server, asleep on the RT
+    vCPU, is put on its wake list once, and the second delivery finds it there (4.1's
+    try_to_wake_up() of a TASK_WAKING task does nothing): one IPI, one ICR-write exit."""
+    p = _run("virtio", times=(1 * MS, 1 * MS + 1_000))
+    assert len(p.client.stats.completed()) == 2
+    assert p.vm.guest.ipis_sent == 1 == p.vm.exits_by_reason["msr_write"]
+    assert p.vm.vcpus[1].merged_injections == 0
+
+
 def test_an_unknown_guest_irq_vcpu_is_refused():
     with pytest.raises(ValueError, match="allowed: housekeeping, rt"):
         _run("virtio", guest_irq_vcpu="both")

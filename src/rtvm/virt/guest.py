@@ -70,7 +70,7 @@ class GuestSocket:
         vCPU is returned instead: waking it takes a reschedule IPI (GuestKernel.wake_remote)."""
         self.queue.append(pkt)
         w = self.waiter
-        if w is None:
+        if w is None or self.guest.wake_queued(w):  # already being woken: no second IPI
             return None
         if vcpu is not None and w.blocked and w.vcpu is not vcpu:
             return w
@@ -138,6 +138,11 @@ class GuestKernel:
         gt.vcpu.inject(self.scheduler_ipi, waker=vcpu.task.cpu)
         yield c.vm_exit_entry + vcpu.kvm_stall()
         vcpu._enter()
+
+    def wake_queued(self, gt: GuestThread) -> bool:
+        """On a wake list, its IPI not taken yet (TASK_WAKING): another try_to_wake_up() of it
+        does nothing."""
+        return gt in self._wake_list.get(gt.vcpu.index, ())
 
     def scheduler_ipi(self, vcpu: Vcpu) -> Code:
         """The reschedule IPI's handler: sched_ttwu_pending() makes the threads queued for
