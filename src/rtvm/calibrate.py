@@ -254,11 +254,6 @@ def candidate_options(f: F) -> F:
     )(f)
 
 
-def load_start_profile(profile: Path | None) -> CostProfile:
-    """The profile a command starts from, or one line saying why it cannot be read (exit 2)."""
-    return read_profile_option(profile)
-
-
 def profile_source(profile: Path | None) -> Path:
     """The profile file a run starts from: ``profile``, or the embedded testbed profile."""
     if profile is not None:
@@ -399,29 +394,28 @@ def calibrate(
     as_json: bool,
 ) -> None:
     """Fit the profile's "fitted" costs against the calibration table (DESIGN.md 3)."""
-    base = load_start_profile(profile)
+    base: CostProfile = read_profile_option(profile)
     src_path = profile_source(profile)
     t0 = time.perf_counter()
-    best_saved = False
+    best_file: Path | None = None  # written once a candidate improved on the start
 
     def save_best(vals: dict[str, int], j: float) -> None:
-        nonlocal best_saved
+        nonlocal best_file
         if out is not None:
             note = (
                 f"best so far of rtvm calibrate (seed {seed}, {duration:g} s): "
                 f"stage objective {j:.4f}"
             )
             text = rewrite_profile(src_path.read_text("utf-8"), vals, note)
-            atomic_write_text(out / "testbed.best-so-far.toml", text)
-            best_saved = True
+            best_file = atomic_write_text(out / "testbed.best-so-far.toml", text)
 
     with CandidateRunner(src_path, duration, seed, out) as evaluate:
         try:
             vals, j, residuals = fit(base, evaluate, log=console.log, on_best=save_best)
         except KeyboardInterrupt:
             kept = evaluate.kept_note("evaluated candidates")
-            if best_saved and out is not None:
-                kept += f"; the best so far is in {out / 'testbed.best-so-far.toml'}"
+            if best_file is not None:
+                kept += f"; the best so far is in {best_file}"
             elif out is not None:
                 kept += "; no candidate had improved on the starting profile yet"
             raise Interrupted(kept) from None

@@ -208,10 +208,9 @@ def load_scenario(path: str | Path) -> Scenario:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{p}: not valid TOML: {e}") from e
     try:
-        sc = Scenario.model_validate(data)
+        return Scenario.model_validate(data)
     except ValidationError as e:
         raise ValueError("\n".join(format_errors(str(p), e))) from e
-    return sc
 
 
 def profile_path(sc: Scenario, scenario_file: str | Path) -> str | None:

@@ -38,7 +38,6 @@ from rich.table import Table
 from rtvm.calibrate import (
     CandidateRunner,
     candidate_options,
-    load_start_profile,
     profile_source,
 )
 from rtvm.cli_support import (
@@ -54,6 +53,7 @@ from rtvm.cli_support import (
     emit_json,
     fail_input,
     json_option,
+    read_profile_option,
     result_envelope,
     warn_lost,
     wide_console,
@@ -261,7 +261,7 @@ def sensitivity(
 ) -> None:
     """How each cell (mean, p99, SD, heavy Gb/s, CPU) moves when one cost moves."""
     check_compress_idle(compress_idle, duration, "--duration")
-    base = load_start_profile(profile)
+    base: CostProfile = read_profile_option(profile)
     chosen, skipped = _choose(base, costs, step)
     picked = _parse_methods(methods)
     for note in skipped:

@@ -69,13 +69,7 @@ class GuestSocket:
         """Queue ``pkt`` (softirq on ``vcpu``) and wake the reader. A reader asleep on another
         vCPU is returned instead: waking it takes a reschedule IPI (GuestKernel.wake_remote)."""
         self.queue.append(pkt)
-        w = self.waiter
-        if w is None or self.guest.wake_queued(w):  # already being woken: no second IPI
-            return None
-        if vcpu is not None and w.blocked and w.vcpu is not vcpu:
-            return w
-        self.guest.wake(w)
-        return None
+        return None if self.waiter is None else self.guest.try_to_wake_up(self.waiter, vcpu)
 
     def recvfrom(self, gt: GuestThread) -> Code:
         """recvfrom(): sleep until a datagram is queued, then copy it to the user buffer."""
@@ -122,6 +116,18 @@ class GuestKernel:
             gt.vcpu.notify(waker)
         else:
             gt.wake_pending = True
+
+    def try_to_wake_up(self, gt: GuestThread, vcpu: Vcpu | None = None) -> GuestThread | None:
+        """Wake ``gt`` from code running on ``vcpu`` (None: from the host). A thread asleep on
+        another vCPU is returned instead: the caller's code sends the reschedule IPI
+        (``wake_remote``), so that the IPI's cost falls on it; a thread already on a wake list
+        is left alone (try_to_wake_up() of a TASK_WAKING task does nothing)."""
+        if self.wake_queued(gt):
+            return None
+        if vcpu is not None and gt.blocked and gt.vcpu is not vcpu:
+            return gt
+        self.wake(gt)
+        return None
 
     def wake_remote(self, vcpu: Vcpu, gt: GuestThread) -> Code:
         """try_to_wake_up() from ``vcpu`` of a thread asleep on another vCPU (4.1's

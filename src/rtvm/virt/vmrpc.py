@@ -88,10 +88,9 @@ class OutsourcedSocket:
                 # a second event for the same socket wakes no one (try_to_wake_up on a
                 # running task does nothing)
                 sock.waiting = None
-                if gt.blocked and gt.vcpu is not vcpu:  # asleep on another vCPU: an IPI
-                    yield from self.vm.guest.wake_remote(vcpu, gt)
-                else:
-                    self.vm.guest.wake(gt)
+                remote = self.vm.guest.try_to_wake_up(gt, vcpu)
+                if remote is not None:  # asleep on another vCPU: a reschedule IPI
+                    yield from self.vm.guest.wake_remote(vcpu, remote)
 
     def _extended_idle(self, vcpu: Vcpu) -> Code | None:
         if vcpu is self.vcpu and self.vm.events:
