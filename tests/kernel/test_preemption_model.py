@@ -3,8 +3,10 @@ preemption point, while user or guest code (and every RT kernel) is preempted at
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from helpers import US, kernel
+from helpers import MS, US, kernel
 
 from rtvm.kernel import SCHED_FIFO, SCHED_OTHER
 from rtvm.kernel.host import GENERATIONS
@@ -72,3 +74,95 @@ def test_the_paper_kernels_preemption_models():
     assert not GENERATIONS["vanilla"].preempt_kernel  # Kconfig default PREEMPT_NONE
     assert GENERATIONS["vanilla-preempt"].preempt_kernel
     assert all(g.preempt_kernel for g in GENERATIONS.values() if g.preempt_rt)
+
+
+# -- PREEMPT_LAZY (the -rt patch "sched: Add support for lazy preemption") ------------------
+def bh_section_thread(log: list, sim):
+    """A CFS kernel thread: 2 ms of plain kernel code (so that a fresh sleeper lags it by more
+    than the wakeup granularity), then 100 us inside local_bh_disable() (on -rt:
+    migrate_disable(), preempt_lazy_count raised), then 100 us more."""
+
+    def code(t):
+        yield 2 * MS
+        t.bh_count += 1
+        for _ in range(10):
+            yield 10 * US
+        t.bh_count -= 1
+        log.append(("bh_enable", sim.now))
+        for _ in range(10):
+            yield 10 * US
+
+    return code
+
+
+def first_run_of_woken(
+    generation: str, lazy: bool | None = None, policy: str = SCHED_OTHER
+) -> tuple[int, int]:
+    """When does a task woken at 2.05 ms, inside the kthread's BH section, first run, and when
+    did the section end (the ticks' interrupts stretch it a little past 2.1 ms)?"""
+    k = kernel(generation=generation, switch_ns=0)
+    if lazy is not None:
+        k.gen = replace(k.gen, preempt_lazy=lazy)
+    log: list = []
+    k.create_task("kthread", bh_section_thread(log, k.sim), SCHED_OTHER)
+    started: list[int] = []
+
+    def woken(t):
+        started.append(k.sim.now)
+        yield 5 * US
+
+    prio = 48 if policy == SCHED_FIFO else 0
+    k.sim.after(2050 * US, lambda _: k.create_task("woken", woken, policy, prio))
+    k.sim.run()
+    [(_, bh_enable)] = log
+    return started[0], bh_enable
+
+
+def test_rt_kernels_with_the_lazy_patch():
+    assert GENERATIONS["4.1-rt"].preempt_lazy
+    assert not GENERATIONS["vanilla"].preempt_lazy
+    assert not GENERATIONS["vanilla-preempt"].preempt_lazy
+
+
+def test_a_cfs_wakeup_waits_for_the_end_of_a_migrate_disabled_section_on_4_1_rt():
+    # check_preempt_wakeup() asks lazily; preempt_lazy_count holds it back until the
+    # section ends, and the thread's next preemption point acts on it
+    started, bh_enable = first_run_of_woken("4.1-rt")
+    assert bh_enable >= 2100 * US and started == bh_enable
+
+
+def test_without_lazy_preemption_the_cfs_wakeup_preempts_inside_the_section():
+    started, bh_enable = first_run_of_woken("4.1-rt", lazy=False)
+    assert started == 2050 * US and bh_enable > started
+
+
+def test_an_rt_wakeup_is_never_lazy():
+    started, bh_enable = first_run_of_woken("4.1-rt", policy=SCHED_FIFO)
+    assert started == 2050 * US and bh_enable > started
+
+
+def test_a_full_request_overrides_a_pending_lazy_one():
+    k = kernel(generation="4.1-rt")
+    cpu = k.cpus[0]
+    cpu.need_resched, cpu.resched_lazy = True, True
+    cpu.stepping = object()  # in the middle of code: the flags are all that changes
+    cpu.resched(lazy=True)
+    assert cpu.resched_lazy  # a second lazy request changes nothing
+    cpu.resched()
+    assert cpu.need_resched and not cpu.resched_lazy
+
+
+def test_a_remote_full_request_still_sends_its_ipi_when_a_lazy_one_is_pending():
+    k = kernel(ncpus=2, generation="4.1-rt")
+    target, waker = k.cpus
+    sent: list = []
+    k.smp_send_reschedule = sent.append  # type: ignore[method-assign]
+    k.resched_curr(target, waker, lazy=True)
+    k.resched_curr(target, waker, lazy=True)
+    assert sent == [target] and target.resched_requested_lazy
+    k.resched_curr(target, waker)  # carried by the IPI already on its way
+    assert sent == [target] and not target.resched_requested_lazy
+    target.resched_requested = False
+    target.need_resched, target.resched_lazy = True, True  # acted on, but held back
+    k.resched_curr(target, waker)
+    assert sent == [target, target] and not target.resched_requested_lazy

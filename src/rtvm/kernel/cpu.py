@@ -59,6 +59,11 @@ class Cpu:
         self.nohz_full = cpu_id in kernel.nohz_full
         #: a remote waker set need_resched (resched_curr) and sent the IPI that acts on it
         self.resched_requested = False
+        #: the pending reschedule is lazy (PREEMPT_LAZY: a CFS task asked to preempt a CFS
+        #: task): it waits for the end of a migrate-disabled section (Generation.preempt_lazy)
+        self.resched_lazy = False
+        #: the remote waker's request (resched_requested) was a lazy one
+        self.resched_requested_lazy = False
         self.rt_time = 0  # RT throttling: RT runtime used in the current period
         self.rt_throttled = False
         # CFS balancing (host.Kernel.balance): rq->idle_stamp, rq->avg_idle (2 x migration_cost
@@ -228,12 +233,18 @@ class Cpu:
         return self.need_resched and ctx is self.curr and not self.irq_stack and self.preemptible()
 
     def preemptible(self) -> bool:
-        """Can the current task be preempted now? On RT kernels always (spinlocks sleep). On
-        others not inside a BH-disabled section (local_bh_disable raises preempt_count), and
-        without CONFIG_PREEMPT not in kernel code at all, only in user or guest mode."""
+        """Can the current task be preempted now? On RT kernels always (spinlocks sleep),
+        except that a lazy request (PREEMPT_LAZY) waits while the task is migrate-disabled:
+        on 4.1-rt local_bh_disable() and rt_spin_lock() call migrate_disable(), which raises
+        preempt_lazy_count, and the interrupt return path preempts kernel code for
+        TIF_NEED_RESCHED_LAZY only when that count is 0. On others not inside a BH-disabled
+        section (local_bh_disable raises preempt_count), and without CONFIG_PREEMPT not in
+        kernel code at all, only in user or guest mode."""
         curr = self.curr
         if curr is None or curr.user_mode:
             return True
+        if self.resched_lazy and curr.bh_count > 0:
+            return False
         return self.kernel.gen.preempt_kernel and not self._atomic(curr)
 
     def _preempt_now(self) -> None:
@@ -329,8 +340,19 @@ class Cpu:
         return curr.guest_exit
 
     # -- scheduling ------------------------------------------------------------------------
-    def resched(self) -> None:
-        """resched_curr(): switch as soon as this CPU reaches a preemption point."""
+    def resched(self, lazy: bool = False) -> None:
+        """resched_curr(): switch as soon as this CPU reaches a preemption point.
+
+        ``lazy``: resched_curr_lazy(), the fair class's request (a CFS wakeup or the tick
+        preempting a CFS task). On a generation with PREEMPT_LAZY it sets
+        TIF_NEED_RESCHED_LAZY, which a migrate-disabled section defers (``preemptible``); a
+        full request is never downgraded by a later lazy one."""
+        if lazy and self.kernel.gen.preempt_lazy:
+            if self.need_resched:
+                return  # test_tsk_need_resched() or test_tsk_need_resched_lazy(): set already
+            self.resched_lazy = True
+        else:
+            self.resched_lazy = False
         self.need_resched = True
         if self.stepping is not None or self.irq_stack or not self.preemptible():
             return  # at the next yield, on the last irq exit, or at local_bh_enable
@@ -346,6 +368,7 @@ class Cpu:
         # to preempt, so an IPI that lands after this switch finds nothing to act on
         self.need_resched = False
         self.resched_requested = False
+        self.resched_lazy = False
         prev = self.curr
         if prev is not None:
             self._pause(prev)

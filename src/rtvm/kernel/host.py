@@ -38,6 +38,12 @@ class Generation:
     #: blocking, return to user or guest mode); "full" (PREEMPT, and every RT kernel) preempts
     #: kernel code anywhere outside preempt- and BH-disabled sections.
     preempt: str = "full"
+    #: CONFIG_PREEMPT_LAZY as the -rt patch "sched: Add support for lazy preemption" made it
+    #: (in -rt from 3.x to 6.x, on with PREEMPT_RT_FULL wherever the arch has it, x86
+    #: included): the fair class's preemption requests wait for the end of a migrate-disabled
+    #: section (Cpu.resched). Mainline's PREEMPT_LAZY (6.13+), which instead promotes a lazy
+    #: request at the next tick, is not modelled: 6.18-rt preempts as full PREEMPT does.
+    preempt_lazy: bool = False
     #: the mainline version the generation is built on: it decides the NAPI API (4.11 added
     #: NAPI_STATE_MISSED and made ixgbe report its work to napi_complete_done)
     version: tuple[int, int] = (4, 1)
@@ -72,11 +78,14 @@ GENERATIONS: dict[str, Generation] = {
         Generation("vanilla-preempt", False, "none", SCHED_OTHER, 0,
                    "Linux 4.1 with CONFIG_PREEMPT: kernel code preemptible (what-if)", "full"),
         Generation("4.1-rt", True, "vector", SCHED_FIFO, 1,
-                   "Linux 4.1-rt: per-CPU per-vector softirq locks, ksoftirqd FIFO 1"),
+                   "Linux 4.1-rt: per-CPU per-vector softirq locks, ksoftirqd FIFO 1",
+                   preempt_lazy=True),
         Generation("5.15-rt", True, "bh", SCHED_OTHER, 0,
-                   "Linux 5.15-rt: one per-CPU BH lock (prediction)", version=(5, 15)),
+                   "Linux 5.15-rt: one per-CPU BH lock (prediction)", version=(5, 15),
+                   preempt_lazy=True),
         Generation("6.1-rt", True, "bh", SCHED_OTHER, 0,
-                   "Linux 6.1-rt: one per-CPU BH lock (prediction)", version=(6, 1)),
+                   "Linux 6.1-rt: one per-CPU BH lock (prediction)", version=(6, 1),
+                   preempt_lazy=True),
         Generation("6.18-rt", True, "none", SCHED_OTHER, 0,
                    "Linux 6.18-rt: no BH lock by default (prediction)", version=(6, 18)),
     )
@@ -222,7 +231,10 @@ class Kernel:
         if curr is None or t.prio > curr.prio:
             preempt = True
         elif t.prio == 0 and curr.prio == 0:
-            preempt = curr.vruntime - t.vruntime > self.tunables.wakeup_granularity_ns
+            # check_preempt_wakeup(): the fair class asks lazily (resched_curr_lazy on -rt)
+            if curr.vruntime - t.vruntime > self.tunables.wakeup_granularity_ns:
+                self.resched_curr(cpu, waker, lazy=True)
+            return
         else:
             preempt = False
             if t.prio > 0:
@@ -230,15 +242,27 @@ class Kernel:
         if preempt:
             self.resched_curr(cpu, waker)
 
-    def resched_curr(self, cpu: Cpu, by: Cpu | None) -> None:
+    def resched_curr(self, cpu: Cpu, by: Cpu | None, lazy: bool = False) -> None:
         """resched_curr(): the local CPU (``by`` None or ``cpu``) just sets need_resched; a
         remote one sets its flag and sends the IPI, none if the flag is already set (an IPI
-        is on its way, or the CPU reschedules anyway)."""
+        is on its way, or the CPU reschedules anyway). ``lazy``: resched_curr_lazy(); a full
+        request still goes out when only a lazy one is pending, since a migrate-disabled
+        section would hold that one back (Cpu.preemptible)."""
         if by is None or by is cpu:
-            cpu.resched()
-        elif not (cpu.resched_requested or cpu.need_resched):
-            cpu.resched_requested = True
-            self.smp_send_reschedule(cpu)
+            cpu.resched(lazy)
+            return
+        lazy = lazy and self.gen.preempt_lazy
+        full_pending = (cpu.need_resched and not cpu.resched_lazy) or (
+            cpu.resched_requested and not cpu.resched_requested_lazy
+        )
+        if full_pending or (lazy and (cpu.need_resched or cpu.resched_requested)):
+            return
+        if cpu.resched_requested:  # a lazy request's IPI is on its way: it carries this one
+            cpu.resched_requested_lazy = False
+            return
+        cpu.resched_requested = True
+        cpu.resched_requested_lazy = lazy
+        self.smp_send_reschedule(cpu)
 
     def smp_send_reschedule(self, cpu: Cpu) -> None:
         """Send ``cpu`` a reschedule IPI: it lands ``ipi_cross_cpu`` later (_ipi_resched). The
@@ -494,11 +518,13 @@ def _resched_if_needed(cpu: Cpu) -> None:
     that asked for nothing (a vCPU kick: kvm_vcpu_kick sets no need_resched) only costs the
     interrupt."""
     requested = cpu.resched_requested
+    lazy = cpu.resched_requested_lazy
     cpu.resched_requested = False
+    cpu.resched_requested_lazy = False
     curr = cpu.curr
     best = cpu.rq.best_prio()
     if curr is None or best > curr.prio:
         if best >= 0:
             cpu.resched()
     elif requested and best == 0 and curr.prio == 0:
-        cpu.resched()
+        cpu.resched(lazy)

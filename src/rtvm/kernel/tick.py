@@ -202,10 +202,10 @@ def scheduler_tick(cpu: Cpu) -> None:
     ideal = cfs_slice(tun, curr, rq)
     ran = curr.exec_ns - curr.slice_exec_start
     if ran > ideal:
-        cpu.resched()
+        cpu.resched(lazy=True)
         return
     if ran < tun.min_granularity_ns:
         return
     leftmost = min(t.vruntime for t in rq.cfs)
     if curr.vruntime - leftmost > ideal:
-        cpu.resched()
+        cpu.resched(lazy=True)
