@@ -41,7 +41,7 @@ from rtvm.virt import (
     Vm,
 )
 from rtvm.virt.vcpu import Vcpu
-from rtvm.workloads.idle_compression import IdleCompression, floor_and_reference
+from rtvm.workloads.idle_compression import CfsStandIn, IdleCompression, floor_and_reference
 from rtvm.workloads.rr import RrClient, RrConfig, rr_config, rr_server
 
 GBPS = 1_000_000_000
@@ -472,7 +472,10 @@ def build_testbed(
             return sum(h.consumed_bytes for h in heavies), tuple(c.busy_now_ns() for c in cpus)
 
         floor, ref = floor_and_reference(rr.interarrival_min_ns)
-        idle = IdleCompression(sim, llc, probe, idle_keep, floor_ns=floor, reference_ns=ref)
+        cfs = CfsStandIn(cpus, k.tasks)
+        idle = IdleCompression(
+            sim, llc, probe, idle_keep, floor_ns=floor, reference_ns=ref, cfs=cfs
+        )
         rt["client"].gap_map = idle.gap
     rt["client"].start()
     return Testbed(

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -16,7 +17,7 @@ from rtvm.engine import Simulator
 from rtvm.experiments import checkpoint
 from rtvm.experiments.runner import run_method
 from rtvm.kernel.llc import Llc
-from rtvm.workloads.idle_compression import IdleCompression
+from rtvm.workloads.idle_compression import CfsStandIn, IdleCompression
 
 MS = 1_000_000
 MB = 1 << 20
@@ -129,6 +130,57 @@ def test_represented_adds_the_removed_time_at_the_steady_rates():
     sim_ns, heavy, busy = idle.represented(4_000_000, 123, [1000, 0])
     # the probe's steady rates: 1 heavy byte and half a CPU-0 ns per ns
     assert (sim_ns, heavy, busy) == (4_000_000 + removed, 123 + removed, [1000 + removed // 2, 0])
+
+
+def test_the_removed_time_moves_cfs_clocks_for_the_steady_threads_only():
+    """min_vruntime advances at its steady rate through the removed time, and so do the
+    threads that ran in the steady state; a sleeper keeps its vruntime, so it wakes as far
+    behind as after the drawn gap (its sleeper credit is a full run's)."""
+    sim = Simulator()
+    cpu = SimpleNamespace(rq=SimpleNamespace(min_vruntime=0), curr=None)
+    heavy = SimpleNamespace(vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=0)
+    sleeper = SimpleNamespace(vruntime=-7, normal_prio=0, cpu=cpu, last_ran_ns=-1)
+    fifo = SimpleNamespace(vruntime=5, normal_prio=50, cpu=cpu, last_ran_ns=0)
+    cpu.curr = heavy
+
+    def run_heavy(_):  # the heavy thread runs at half speed in vruntime (a shared CPU)
+        heavy.vruntime += 50_000
+        cpu.rq.min_vruntime = heavy.vruntime
+        return 100_000
+
+    sim.after(100_000, run_heavy)
+    cfs = CfsStandIn([cpu], [heavy, sleeper, fifo])
+    idle = IdleCompression(sim, Llc(8 * MB, 64, 65), lambda: (0, (0,)), 10, reference=2, cfs=cfs)
+    for g in (1 * MS, 1 * MS, 3 * MS, 6 * MS):  # the lead-in, a full gap, a reference gap
+        _send(sim, idle, g)
+    assert cfs.steady_tasks == [heavy]  # the sleeper did not run, the FIFO one is not CFS
+    before = (cpu.rq.min_vruntime, heavy.vruntime)
+    idle.gap(1 * MS)  # the 6 ms gap's removed 4.5 ms pass now
+    removed = 6 * MS - (1 * MS + 5 * MS // 10)
+    assert (cpu.rq.min_vruntime, heavy.vruntime) == (
+        before[0] + removed // 2,
+        before[1] + removed // 2,
+    )
+    assert sleeper.vruntime == -7 and fifo.vruntime == 5
+
+
+def test_a_steady_thread_that_missed_an_interval_keeps_pace():
+    """Membership is by at least half of the steady intervals: a busy heavy IRQ thread that
+    did not run in the latest one is still moved on with its runqueue (left behind, it would
+    take extra CPU after the gap), while a thread that ran in none stays behind."""
+    cpu = SimpleNamespace(rq=SimpleNamespace(min_vruntime=0), curr=None)
+    busy = SimpleNamespace(name="irq", vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1)
+    idle = SimpleNamespace(name="vcpu", vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1)
+    cfs = CfsStandIn([cpu], [busy, idle])
+    busy.last_ran_ns = 10
+    cpu.rq.min_vruntime = 100
+    cfs.add((0,), 0, 1000)  # busy ran in the first interval...
+    cfs.add((100,), 2000, 1000)  # ...not in the second
+    assert cfs.steady_tasks == [busy]
+    cfs.advance(2000)  # min_vruntime advanced 100 in 2000 ns of steady state
+    assert (cpu.rq.min_vruntime, busy.vruntime, idle.vruntime) == (200, 100, 0)
+    cfs.add((200,), 5000, 1000)  # one interval of three: no longer part of the steady state
+    assert cfs.steady_tasks == []
 
 
 def test_bad_settings_are_refused():

@@ -22,7 +22,13 @@ stands in for the rest, the *removed* time, by the steady state's rates:
   ``settle_ns`` after the request, when its response has long left) stay resident, as they
   would have;
 - throughput and CPU time (``represented``): a window's simulated totals plus the removed
-  time at the steady rates, per represented second.
+  time at the steady rates, per represented second;
+- CFS's clocks (``CfsStandIn``): each runqueue's min_vruntime advances by what the removed time
+  would have added at the steady rate, and so does the vruntime of every CFS thread that ran in
+  the steady state (the heavy ones), while a thread that slept through it (the RT VM's
+  housekeeping vCPU) keeps its own. So a sleeper wakes as far behind min_vruntime as after the
+  drawn gap: its sleeper credit (place_entity) and whether its wakeup preempts are those of a
+  full run.
 
 The request's own path is never compressed, and the heavy flows, CPUs, locks and timers run as
 simulated. The arrival phase against the periodic timers stays random, since the simulated
@@ -105,6 +111,57 @@ def expected_steady_ns(
 Probe = Callable[[], tuple[int, tuple[int, ...]]]
 
 
+class CfsStandIn:
+    """CFS's clocks across the removed time: ``cpus`` (each with ``rq.min_vruntime``) and
+    ``tasks`` (each with ``vruntime``, ``normal_prio``, ``cpu``, ``last_ran_ns``).
+
+    In the steady intervals it learns how fast each runqueue's min_vruntime advances, and which
+    CFS threads take part in the steady state: those that ran in at least half of the intervals
+    (a busy heavy thread may miss one now and then; the RT VM's threads, asleep between
+    requests, run in next to none). The removed time then moves each runqueue's min_vruntime on
+    at its rate, and each steady thread's vruntime by the same amount as its runqueue's: the
+    steady state keeps where they stand against each other. Any other thread (asleep through
+    the gap) keeps its vruntime, and so falls behind min_vruntime by what the whole gap would
+    have added."""
+
+    def __init__(self, cpus: list[Any], tasks: list[Any]) -> None:
+        self.cpus = cpus
+        self.tasks = tasks
+        self.steady_ns = 0
+        self.advance_ns = [0] * len(cpus)  # min_vruntime's advance over the steady intervals
+        self.intervals = 0
+        self.ran_in: dict[int, int] = {}  # id(task) -> steady intervals it ran in
+
+    def snapshot(self) -> tuple[int, ...]:
+        return tuple(c.rq.min_vruntime for c in self.cpus)
+
+    def add(self, start: tuple[int, ...], t0: int, ns: int) -> None:
+        """A steady interval from ``t0`` (min_vruntimes ``start`` then) to now, ``ns`` long."""
+        self.steady_ns += ns
+        self.intervals += 1
+        for i, (c, v0) in enumerate(zip(self.cpus, start, strict=True)):
+            self.advance_ns[i] += c.rq.min_vruntime - v0
+        for t in self.tasks:
+            if t.normal_prio == 0 and (t.cpu.curr is t or t.last_ran_ns >= t0):
+                self.ran_in[id(t)] = self.ran_in.get(id(t), 0) + 1
+
+    @property
+    def steady_tasks(self) -> list[Any]:
+        """The CFS threads that ran in at least half of the steady intervals."""
+        return [t for t in self.tasks if 2 * self.ran_in.get(id(t), 0) >= self.intervals > 0]
+
+    def advance(self, removed_ns: int) -> None:
+        """Stand in for ``removed_ns`` of the steady state (none learnt yet: nothing moves)."""
+        if self.steady_ns == 0:
+            return
+        moved = {}  # by id(cpu)
+        for c, adv in zip(self.cpus, self.advance_ns, strict=True):
+            moved[id(c)] = d = adv * removed_ns // self.steady_ns
+            c.rq.min_vruntime += d
+        for t in self.steady_tasks:
+            t.vruntime += moved[id(t.cpu)]
+
+
 @dataclass
 class SteadyTotals:
     """What the steady intervals held: their length, heavy bytes read, each CPU's busy time
@@ -139,6 +196,7 @@ class IdleCompression:
         reference_ns: int = DEFAULT_REFERENCE_NS,
         relax_ns: int = DEFAULT_RELAX_NS,
         settle_ns: int = DEFAULT_SETTLE_NS,
+        cfs: CfsStandIn | None = None,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
@@ -157,6 +215,7 @@ class IdleCompression:
         self.reference_ns = reference_ns
         self.relax_ns = relax_ns
         self.settle_ns = settle_ns
+        self.cfs = cfs
         self.gaps = 0  # gaps drawn, the lead-in before the first request included
         self.removed_ns = 0  # since the start of the run
         self.window_removed_ns = 0  # since ``open_window``
@@ -165,6 +224,7 @@ class IdleCompression:
         self._removed_next = 0  # what the gap now running removed: passes before the next send
         self._busy_mark = 0
         self._steady_start: tuple[int, int, tuple[int, ...], int] | None = None
+        self._cfs_start: tuple[int, ...] = ()
 
     def gap(self, drawn_ns: int) -> int:
         """The simulated length of the gap just drawn: called as a request is sent, and once at
@@ -200,12 +260,16 @@ class IdleCompression:
         s = self._steady_all
         rate = s.streamed / s.ns if s.ns else self.llc.streamed / self.sim.now
         self.llc.fast_forward(int(rate * removed), self._busy_mark)
+        if self.cfs is not None:
+            self.cfs.advance(removed)
         self.removed_ns += removed
         self.window_removed_ns += removed
 
     def _start_steady(self, _: Any) -> None:
         heavy, busy = self.probe()
         self._steady_start = (self.sim.now, heavy, busy, self.llc.streamed)
+        if self.cfs is not None:
+            self._cfs_start = self.cfs.snapshot()
 
     def _end_steady(self) -> None:
         start, self._steady_start = self._steady_start, None
@@ -218,6 +282,8 @@ class IdleCompression:
         streamed = self.llc.streamed - streamed0
         self.steady.add(ns, heavy - heavy0, delta, streamed)
         self._steady_all.add(ns, heavy - heavy0, delta, streamed)
+        if self.cfs is not None:
+            self.cfs.add(self._cfs_start, t0, ns)
 
     # -- the runner's side ---------------------------------------------------------------------
     def open_window(self) -> None:
