@@ -368,6 +368,7 @@ class Cpu:
         # to preempt, so an IPI that lands after this switch finds nothing to act on
         self.need_resched = False
         self.resched_requested = False
+        self.resched_requested_lazy = False
         self.resched_lazy = False
         prev = self.curr
         if prev is not None:
