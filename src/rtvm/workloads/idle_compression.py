@@ -24,11 +24,13 @@ stands in for the rest, the *removed* time, by the steady state's rates:
 - throughput and CPU time (``represented``): a window's simulated totals plus the removed
   time at the steady rates, per represented second;
 - CFS's clocks (``CfsStandIn``): each runqueue's min_vruntime advances by what the removed time
-  would have added at the steady rate, and so does the vruntime of every CFS thread that ran in
-  the steady state (the heavy ones), while a thread that slept through it (the RT VM's
+  would have added at the steady rate, and so does the vruntime of every CFS thread that takes
+  part in the steady state (the heavy ones), while a thread that slept through it (the RT VM's
   housekeeping vCPU) keeps its own. So a sleeper wakes as far behind min_vruntime as after the
-  drawn gap: its sleeper credit (place_entity) and whether its wakeup preempts are those of a
-  full run.
+  drawn gap, and gets a full run's sleeper credit (place_entity). Where the heavy threads
+  stand against each other is carried across the removed time as it was, not reshuffled as
+  their many sleeps and wakeups in a real gap would: on the shared-CPU methods that is what
+  compression still gets wrong (docs/model.md).
 
 The request's own path is never compressed, and the heavy flows, CPUs, locks and timers run as
 simulated. The arrival phase against the periodic timers stays random, since the simulated
