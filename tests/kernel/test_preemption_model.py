@@ -77,13 +77,13 @@ def test_the_paper_kernels_preemption_models():
 
 
 # -- PREEMPT_LAZY (the -rt patch "sched: Add support for lazy preemption") ------------------
-def bh_section_thread(log: list, sim):
-    """A CFS kernel thread: 2 ms of plain kernel code (so that a fresh sleeper lags it by more
-    than the wakeup granularity), then 100 us inside local_bh_disable() (on -rt:
+def bh_section_thread(log: list, sim, lead_ns: int = 2 * MS):
+    """A CFS kernel thread: ``lead_ns`` of plain kernel code (so that a fresh sleeper lags it by
+    more than the wakeup granularity), then 100 us inside local_bh_disable() (on -rt:
     migrate_disable(), preempt_lazy_count raised), then 100 us more."""
 
     def code(t):
-        yield 2 * MS
+        yield lead_ns
         t.bh_count += 1
         for _ in range(10):
             yield 10 * US
@@ -119,9 +119,9 @@ def first_run_of_woken(
 
 
 def test_rt_kernels_with_the_lazy_patch():
-    assert GENERATIONS["4.1-rt"].preempt_lazy
-    assert not GENERATIONS["vanilla"].preempt_lazy
-    assert not GENERATIONS["vanilla-preempt"].preempt_lazy
+    assert all(GENERATIONS[g].preempt_lazy for g in ("4.1-rt", "5.15-rt", "6.1-rt"))
+    # vanilla has no lazy preemption; mainline's (6.13+, under 6.18-rt) is not modelled
+    assert not any(GENERATIONS[g].preempt_lazy for g in ("vanilla", "vanilla-preempt", "6.18-rt"))
 
 
 def test_a_cfs_wakeup_waits_for_the_end_of_a_migrate_disabled_section_on_4_1_rt():
@@ -166,3 +166,58 @@ def test_a_remote_full_request_still_sends_its_ipi_when_a_lazy_one_is_pending():
     target.need_resched, target.resched_lazy = True, True  # acted on, but held back
     k.resched_curr(target, waker)
     assert sent == [target, target] and not target.resched_requested_lazy
+
+
+def test_a_remote_cfs_wakeup_is_lazy_too():
+    """The waker on CPU 1 sends the IPI; CPU 0's handler acts on the request as the lazy one
+    it is, so the woken thread still waits for the end of the section."""
+    k = kernel(ncpus=2, generation="4.1-rt", switch_ns=0)
+    log: list = []
+    k.create_task("kthread", bh_section_thread(log, k.sim, lead_ns=3 * MS), allowed={0})
+    started: list[int] = []
+
+    def woken(t):
+        started.append(k.sim.now)
+        yield 5 * US
+
+    t = k.create_task("woken", woken, allowed={0}, start=False)
+    k.sim.after(3050 * US, lambda _: k.wake_up(t, waker=k.cpus[1]))
+    k.sim.run()
+    [(_, bh_enable)] = log
+    assert k.cpus[0].nr_resched_ipis == 1
+    assert bh_enable >= 3100 * US and started == [bh_enable]
+
+
+def long_bh_section(log: list, sim):
+    def code(t):
+        t.bh_count += 1
+        for _ in range(2000):  # 20 ms
+            yield 10 * US
+        t.bh_count -= 1
+        log.append(("bh_enable", sim.now))
+        yield 10 * US
+
+    return code
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_the_ticks_slice_end_is_lazy(lazy):
+    """Two CFS threads: the tick ends the first one's 3 ms slice, lazily on 4.1-rt, so a thread
+    inside a 20 ms BH section keeps the CPU to its end; without lazy preemption it does not."""
+    k = kernel(generation="4.1-rt", switch_ns=0)
+    k.gen = replace(k.gen, preempt_lazy=lazy)
+    log: list = []
+    k.create_task("bh", long_bh_section(log, k.sim))
+    started: list[int] = []
+
+    def other(t):
+        started.append(k.sim.now)
+        yield 5 * US
+
+    k.create_task("other", other)
+    k.sim.run()
+    [(_, bh_enable)] = log
+    if lazy:
+        assert started == [bh_enable]
+    else:
+        assert 3 * MS < started[0] <= 5 * MS < bh_enable

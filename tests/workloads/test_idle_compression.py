@@ -138,9 +138,9 @@ def test_the_removed_time_moves_cfs_clocks_for_the_steady_threads_only():
     behind as after the drawn gap (its sleeper credit is a full run's)."""
     sim = Simulator()
     cpu = SimpleNamespace(rq=SimpleNamespace(min_vruntime=0), curr=None)
-    heavy = SimpleNamespace(vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=0)
-    sleeper = SimpleNamespace(vruntime=-7, normal_prio=0, cpu=cpu, last_ran_ns=-1)
-    fifo = SimpleNamespace(vruntime=5, normal_prio=50, cpu=cpu, last_ran_ns=0)
+    heavy = SimpleNamespace(vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=0, state="R")
+    sleeper = SimpleNamespace(vruntime=-7, normal_prio=0, cpu=cpu, last_ran_ns=-1, state="S")
+    fifo = SimpleNamespace(vruntime=5, normal_prio=50, cpu=cpu, last_ran_ns=0, state="R")
     cpu.curr = heavy
 
     def run_heavy(_):  # the heavy thread runs at half speed in vruntime (a shared CPU)
@@ -167,10 +167,11 @@ def test_the_removed_time_moves_cfs_clocks_for_the_steady_threads_only():
 def test_a_steady_thread_that_missed_an_interval_keeps_pace():
     """Membership is by at least half of the steady intervals: a busy heavy IRQ thread that
     did not run in the latest one is still moved on with its runqueue (left behind, it would
-    take extra CPU after the gap), while a thread that ran in none stays behind."""
+    take extra CPU after the gap), while a thread that ran in none stays behind unless it is
+    runnable as the removed time passes."""
     cpu = SimpleNamespace(rq=SimpleNamespace(min_vruntime=0), curr=None)
-    busy = SimpleNamespace(name="irq", vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1)
-    idle = SimpleNamespace(name="vcpu", vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1)
+    busy = SimpleNamespace(vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1, state="S")
+    idle = SimpleNamespace(vruntime=0, normal_prio=0, cpu=cpu, last_ran_ns=-1, state="S")
     cfs = CfsStandIn([cpu], [busy, idle])
     busy.last_ran_ns = 10
     cpu.rq.min_vruntime = 100
@@ -181,6 +182,9 @@ def test_a_steady_thread_that_missed_an_interval_keeps_pace():
     assert (cpu.rq.min_vruntime, busy.vruntime, idle.vruntime) == (200, 100, 0)
     cfs.add((200,), 5000, 1000)  # one interval of three: no longer part of the steady state
     assert cfs.steady_tasks == []
+    idle.state = "R"  # runnable as the removed time passes (a ksoftirqd just woken): it would
+    cfs.advance(3000)  # have run in it, so it keeps pace; the sleeper does not
+    assert (cpu.rq.min_vruntime, busy.vruntime, idle.vruntime) == (300, 100, 100)
 
 
 def test_bad_settings_are_refused():

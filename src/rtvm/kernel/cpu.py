@@ -217,8 +217,11 @@ class Cpu:
 
     def _resched_here(self, ctx: Context) -> bool:
         """cond_resched(): a reschedule is pending and ``ctx`` is a task that may sleep here
-        (not an interrupt, not in an atomic section)."""
+        (not an interrupt, not in an atomic section; for a lazy request, not migrate-disabled:
+        -rt's should_resched() checks preempt_lazy_count too)."""
         if not self.need_resched or ctx is not self.curr or self.irq_stack:
+            return False
+        if self.resched_lazy and ctx.bh_count > 0:
             return False
         return not self._atomic(ctx)
 

@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rtvm.kernel.task import RUNNING
+
 if TYPE_CHECKING:
     from rtvm.engine import Simulator
     from rtvm.kernel.llc import Llc
@@ -121,10 +123,12 @@ class CfsStandIn:
     CFS threads take part in the steady state: those that ran in at least half of the intervals
     (a busy heavy thread may miss one now and then; the RT VM's threads, asleep between
     requests, run in next to none). The removed time then moves each runqueue's min_vruntime on
-    at its rate, and each steady thread's vruntime by the same amount as its runqueue's: the
-    steady state keeps where they stand against each other. Any other thread (asleep through
-    the gap) keeps its vruntime, and so falls behind min_vruntime by what the whole gap would
-    have added."""
+    at its rate, and by the same amount as its runqueue's the vruntime of each steady thread
+    and of each thread that is runnable as the removed time passes (it would have run in it:
+    on vanilla, a ksoftirqd woken just then): the steady state keeps where they stand against
+    each other. A thread asleep as the removed time passes, and not part of the steady state,
+    keeps its vruntime, and so falls behind min_vruntime by what the whole gap would have
+    added."""
 
     def __init__(self, cpus: list[Any], tasks: list[Any]) -> None:
         self.cpus = cpus
@@ -147,10 +151,13 @@ class CfsStandIn:
             if t.normal_prio == 0 and (t.cpu.curr is t or t.last_ran_ns >= t0):
                 self.ran_in[id(t)] = self.ran_in.get(id(t), 0) + 1
 
+    def _steady(self, t: Any) -> bool:
+        return 2 * self.ran_in.get(id(t), 0) >= self.intervals > 0
+
     @property
     def steady_tasks(self) -> list[Any]:
         """The CFS threads that ran in at least half of the steady intervals."""
-        return [t for t in self.tasks if 2 * self.ran_in.get(id(t), 0) >= self.intervals > 0]
+        return [t for t in self.tasks if self._steady(t)]
 
     def advance(self, removed_ns: int) -> None:
         """Stand in for ``removed_ns`` of the steady state (none learnt yet: nothing moves)."""
@@ -160,8 +167,9 @@ class CfsStandIn:
         for c, adv in zip(self.cpus, self.advance_ns, strict=True):
             moved[id(c)] = d = adv * removed_ns // self.steady_ns
             c.rq.min_vruntime += d
-        for t in self.steady_tasks:
-            t.vruntime += moved[id(t.cpu)]
+        for t in self.tasks:
+            if t.normal_prio == 0 and (t.state == RUNNING or self._steady(t)):
+                t.vruntime += moved[id(t.cpu)]
 
 
 @dataclass
