@@ -137,13 +137,13 @@ class GuestKernel:
         (kvm_apic_send_ipi) and kicks the target vCPU (kvm_vcpu_kick: its thread is woken from
         this vCPU's host CPU), then enters again. The thread runs once the target has taken
         the IPI (scheduler_ipi)."""
-        c = self.vm.kernel.costs
-        vcpu._exit("msr_write")
-        self.ipis_sent += 1
-        self._wake_list.setdefault(gt.vcpu.index, []).append(gt)
-        gt.vcpu.inject(self.scheduler_ipi, waker=vcpu.task.cpu)
-        yield c.vm_exit_entry + vcpu.kvm_stall()
-        vcpu._enter()
+
+        def send_ipi() -> None:
+            self.ipis_sent += 1
+            self._wake_list.setdefault(gt.vcpu.index, []).append(gt)
+            gt.vcpu.inject(self.scheduler_ipi, waker=vcpu.task.cpu)
+
+        yield from vcpu.trap("msr_write", send_ipi)
 
     def wake_queued(self, gt: GuestThread) -> bool:
         """On a wake list, its IPI not taken yet (TASK_WAKING): another try_to_wake_up() of it
@@ -290,10 +290,8 @@ class GuestVirtioNet:
             rxvq.buf_len = mergeable_buf_len(self.avg_pkt_len)
             rxvq.add_buf(None, rxvq.num_free)  # try_fill_recv: fill the ring
             if rxvq.kick_prepare():  # tell vhost if it waits for buffers
-                vcpu._exit("ioeventfd")  # the ioeventfd write wakes vhost during the exit
-                self.kick_host_rx(vcpu.task.cpu)
-                yield k.costs.vm_exit_entry + vcpu.kvm_stall()
-                vcpu._enter()
+                # the ioeventfd write wakes vhost during the exit
+                yield from vcpu.trap("ioeventfd", lambda: self.kick_host_rx(vcpu.task.cpu))
 
     def _account_len(self, nbytes: int) -> None:
         """ewma_add(&rq->mrg_avg_pkt_len, len): weight 64 (RECEIVE_AVG_WEIGHT)."""
@@ -316,7 +314,4 @@ class GuestVirtioNet:
         # running and the kick is suppressed (EVENT_IDX).
         pkt.stamps.setdefault("vm_exit", k.sim.now)
         if self.txvq.kick_prepare():
-            vcpu._exit("ioeventfd")
-            self.kick_host(vcpu.task.cpu)
-            yield k.costs.vm_exit_entry + vcpu.kvm_stall()
-            vcpu._enter()
+            yield from vcpu.trap("ioeventfd", lambda: self.kick_host(vcpu.task.cpu))

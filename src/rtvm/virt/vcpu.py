@@ -258,6 +258,15 @@ class Vcpu:
         """In guest mode: for the host, user-mode code of the vCPU task (preemptible)."""
         return self.task.user_mode
 
+    def trap(self, reason: str, handle: Callable[[], None]) -> Code:
+        """A synchronous VM exit from guest code (an ioeventfd write, an ICR MSR write): the
+        exit, KVM's handling of it (``handle``, run at the exit, from this vCPU's host CPU),
+        then the entry; the exit and entry's CPU time is this vCPU thread's."""
+        self._exit(reason)
+        handle()
+        yield self.kernel.costs.vm_exit_entry + self.kvm_stall()
+        self._enter()
+
     def _exit(self, reason: str) -> None:
         self.task.user_mode = False  # host kernel code until the next entry
         self.kick_in_flight = False
