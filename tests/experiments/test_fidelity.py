@@ -10,7 +10,13 @@ import pytest
 
 from rtvm.cli_support import UserError
 from rtvm.experiments.cli import parse_seeds
-from rtvm.experiments.fidelity import across_seeds, check_simple_rt
+from rtvm.experiments.fidelity import (
+    WHY_MISSED,
+    across_seeds,
+    check_simple_rt,
+    verdict_line,
+    verdict_line_across_seeds,
+)
 from rtvm.experiments.published import SIMPLE_RT
 from rtvm.experiments.simple_rt import summarise_seeds
 
@@ -190,6 +196,28 @@ def test_the_tables_print_the_verdicts():
     assert "met on all 3" in line
 
 
+def test_the_verdict_line_counts_the_bars_and_names_the_missed_ones():
+    assert verdict_line(check_simple_rt(_rows(), SIMPLE_RT)) == "21 of 21 bars met."
+    missed = check_simple_rt(
+        _rows(vanilla={"mean_us": 92.5 * 1.2}, threaded={"sd_us": 29.0 / 1.6}), SIMPLE_RT
+    )
+    line = verdict_line(missed)
+    assert line.startswith("19 of 21 bars met; missed: vanilla mean, threaded sd.")
+    assert line.endswith(f"Why: {WHY_MISSED}.")
+
+
+def test_the_verdict_line_across_seeds_separates_never_from_sometimes():
+    good = check_simple_rt(_rows(), SIMPLE_RT)
+    off = check_simple_rt(_rows(vanilla={"mean_us": 92.5 * 1.2}), SIMPLE_RT)
+    assert verdict_line_across_seeds(across_seeds({1: good, 2: good})) == (
+        "21 of 21 bars met on every seed."
+    )
+    line = verdict_line_across_seeds(across_seeds({1: off, 2: off}))
+    assert "20 of 21 bars met on every seed; missed on every seed: vanilla mean." in line
+    line = verdict_line_across_seeds(across_seeds({1: good, 2: off}))
+    assert "; met on some seeds only: vanilla mean." in line and "missed on every" not in line
+
+
 def test_summarise_seeds_gives_mean_range_and_spread():
     a = _rows(vanilla={"mean_us": 100.0, "cpu_util_pct_by_cpu": [80.0, 100.0]})
     b = _rows(vanilla={"mean_us": 110.0, "cpu_util_pct_by_cpu": [90.0, 100.0]})
@@ -277,6 +305,7 @@ def test_reproduce_with_seeds_prints_the_three_tables(tmp_path):
     assert "mean over seeds 3,4" in r.stdout
     assert "seed to seed: lowest - highest" in r.stdout
     assert "fidelity bars (DESIGN.md section 8) over 2 seeds" in r.stdout
+    assert "of 21 bars met on every seed" in r.stdout
     assert "p99 order" in r.stdout
     assert "\u2026" not in r.stdout  # no cell cut short in a pipe
 
@@ -286,6 +315,7 @@ def test_reproduce_prints_the_bars_under_its_table_without_cutting_cells():
     assert r.returncode == 0, r.stderr
     assert "fidelity bars (DESIGN.md section 8): model against published" in r.stdout
     assert "out<exc<thr<van" in r.stdout and "\u2026" not in r.stdout
+    assert "of 21 bars met" in r.stdout
 
 
 def test_results_that_cannot_be_written_fail_in_one_line(tmp_path):

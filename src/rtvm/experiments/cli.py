@@ -32,7 +32,12 @@ from rtvm.cli_support import (
     warn_lost,
     wide_console,
 )
-from rtvm.experiments.fidelity import across_seeds, check_simple_rt
+from rtvm.experiments.fidelity import (
+    across_seeds,
+    check_simple_rt,
+    verdict_line,
+    verdict_line_across_seeds,
+)
 from rtvm.report.tables import (
     fidelity_seeds_table,
     fidelity_table,
@@ -220,6 +225,7 @@ def simple_rt(
         for m, r in results.items():
             wide_console(132).print(stages_table(m, r.extra["stages"]))
     wide_console(132).print(fidelity_table(checks))
+    click.echo(verdict_line(checks))
     warn_lost(rows)
     reuse = f" ({', '.join(kept)} reused from {ckpt})" if kept else ""
     click.echo(
@@ -440,6 +446,7 @@ def _simple_rt_seeds(
     ))  # fmt: skip
     wide.print(seed_spread_table(summary))
     wide.print(fidelity_seeds_table(bars))
+    click.echo(verdict_line_across_seeds(bars))
     for s, rows in rows_by_seed.items():
         warn_lost(rows, f" (seed {s})")
     click.echo(

@@ -218,3 +218,34 @@ def across_seeds(checks: Mapping[int, Sequence[BarCheck]]) -> list[BarAcrossSeed
             min(devs) if devs else None, max(devs) if devs else None,
         ))  # fmt: skip
     return out
+
+
+#: where a reader finds why the model misses a bar, and what was ruled out
+WHY_MISSED = 'docs/model.md, "What the model misses on the shared CPUs"'
+
+
+def _name(bar: str, method: str | None) -> str:
+    return f"{method} {bar}" if method else bar
+
+
+def verdict_line(checks: Sequence[BarCheck]) -> str:
+    """One line under the bars: how many hold, which miss, and where the misses are explained
+    (the table says it per bar; this is the count a reader looks for first)."""
+    missed = [_name(c.bar, c.method) for c in checks if not c.met]
+    line = f"{len(checks) - len(missed)} of {len(checks)} bars met"
+    if not missed:
+        return line + "."
+    return f"{line}; missed: {', '.join(missed)}. Why: {WHY_MISSED}."
+
+
+def verdict_line_across_seeds(bars: Sequence[BarAcrossSeeds]) -> str:
+    """The same over several seeds: met on every seed, missed on every seed, or in between."""
+    every = sum(b.met_all for b in bars)
+    never = [_name(b.bar, b.method) for b in bars if not b.met_seeds]
+    some = [_name(b.bar, b.method) for b in bars if b.met_seeds and not b.met_all]
+    line = f"{every} of {len(bars)} bars met on every seed"
+    if never:
+        line += f"; missed on every seed: {', '.join(never)}"
+    if some:
+        line += f"; met on some seeds only: {', '.join(some)}"
+    return line + (f". Why: {WHY_MISSED}." if never or some else ".")
