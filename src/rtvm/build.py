@@ -23,6 +23,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "rtvm.kernel.nic",
     "rtvm.kernel.rtmutex",
     "rtvm.kernel.sched",
+    "rtvm.kernel.schedstat",
     "rtvm.kernel.softirq",
     "rtvm.kernel.task",
     "rtvm.virt.guest",

@@ -181,9 +181,10 @@ def sim(
         ),
         " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
     )
-    from rtvm.report.tables import segments_table, stages_table
+    from rtvm.report.tables import segments_table, stages_table, wakeup_latency_table
 
     wide = wide_console()
     wide.print(t)
     wide.print(segments_table({sc.method: res.extra["segments"]}))
     wide_console(132).print(stages_table(sc.method, res.extra["stages"]))
+    wide.print(wakeup_latency_table(sc.method, res.extra["wakeup_latency"]))

@@ -265,10 +265,12 @@ def test_sim_and_reproduce_print_the_path_stages_but_not_over_seeds(tmp_path):
     r = _rtvm("sim", str(p))
     assert r.returncode == 0, r.stderr
     assert "time per path stage" in r.stdout and "nic_rx -> napi_poll" in r.stdout
+    assert "threaded: wakeup latency per thread" in r.stdout and "vhost-rt" in r.stdout
     r = _rtvm("reproduce", "simple-rt", "--stages", "--duration", "0.05", "--jobs", "1")
     assert r.returncode == 0, r.stderr
     for m in ("vanilla", "threaded", "exclusive", "outsourcing"):
         assert f"{m}: time per path stage" in r.stdout
+        assert f"{m}: wakeup latency per thread" in r.stdout
     assert "napi_poll -> vm_entry" in r.stdout  # the outsourced path: no vhost
     r = _rtvm("reproduce", "simple-rt", "--stages", "--seeds", "1-2")
     assert r.returncode == 2

@@ -269,6 +269,19 @@ def test_details_say_how_long_interrupts_held_each_thread_off():
     assert held_off["vanilla"] > 5 * held_off["threaded"]
 
 
+def test_details_give_each_threads_wakeup_latency():
+    """details' wakeup_latency (perf sched latency): on threaded the housekeeping vCPU, a CFS
+    thread on the heavy threads' CPUs, waits for a CPU after its wakeups, where the RT path's
+    FIFO threads hardly do; on exclusive it shares the RT CPU with the RT group alone."""
+    hk = "CPU 0/KVM (rt-vm)"
+    thr = run_method("threaded", 0.3, seed=3).extra["wakeup_latency"]
+    exc = run_method("exclusive", 0.3, seed=3).extra["wakeup_latency"]
+    assert thr[hk]["wakeups"] == thr["CPU 1/KVM (rt-vm)"]["wakeups"] > 20  # one per request
+    assert thr[hk]["max_us"] > 10 and thr[hk]["p99_us"] > 5 * thr["vhost-rt"]["p99_us"]
+    assert exc[hk]["max_us"] < 1.0
+    assert {"vhost-heavy0", "irq/31-eth1"} <= set(thr)
+
+
 def test_rx_usecs_set_each_nics_interrupt_moderation_as_ixgbe_does():
     tb = build_testbed(METHODS["threaded"], rt_nic_rx_usecs=50, heavy_nic_rx_usecs=0)
     assert not tb.rxq.itr.adaptive and tb.rxq.itr.interval_ns == 50_000

@@ -44,6 +44,7 @@ from rtvm.report.tables import (
     seed_spread_table,
     segments_table,
     stages_table,
+    wakeup_latency_table,
 )
 
 #: at most this many seeds in one --seeds run
@@ -224,6 +225,7 @@ def simple_rt(
     if show_stages:
         for m, r in results.items():
             wide_console(132).print(stages_table(m, r.extra["stages"]))
+            wide.print(wakeup_latency_table(m, r.extra["wakeup_latency"]))
     wide_console(132).print(fidelity_table(checks))
     click.echo(verdict_line(checks))
     warn_lost(rows)

@@ -148,6 +148,7 @@ SIMULATED_TIME_DETAILS = (
     "interrupted_us_by_thread",
     "interrupts",
     "net_rx_passes",
+    "wakeup_latency",
     "vm_exits",
     "llc",
     "lock_waits",
@@ -232,6 +233,7 @@ def run_method(
     warm = tb.sim.now
     if tb.idle is not None:
         tb.idle.open_window()
+    tb.kernel.wakeup_latency.clear()  # the window's wakeups only, as the latencies are
     busy0, bytes0, names0, irq_over0 = _snapshot(tb)
     _run_to(tb, end, end)
     busy1, bytes1, names1, irq_over1 = _snapshot(tb)
@@ -277,6 +279,9 @@ def run_method(
         "stages": stages,
         "cpu_by_thread_pct": _cpu_by_thread_pct(names0, names1, sim_window),
         "interrupted_us_by_thread": _interrupted_us(irq_over0, irq_over1),
+        "wakeup_latency": {
+            name: lat.summary() for name, lat in sorted(tb.kernel.wakeup_latency.items())
+        },
         "profile_sha256": costs.sha256,
     }
     if tb.idle is not None:

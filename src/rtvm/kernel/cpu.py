@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from rtvm.kernel.sched import RunQueue
+from rtvm.kernel.schedstat import WakeupLatency
 from rtvm.kernel.task import (
     BLOCK,
     COND_RESCHED,
@@ -395,6 +396,12 @@ class Cpu:
                 self._take_pending_irq()
             return
         nxt.cpu = self
+        if nxt.woken_at >= 0:  # sched_switch after sched_wakeup: perf sched latency's delay
+            lat = k.wakeup_latency.get(nxt.name)
+            if lat is None:
+                lat = k.wakeup_latency[nxt.name] = WakeupLatency()
+            lat.record(self.sim.now - nxt.woken_at)
+            nxt.woken_at = -1
         if nxt is not self.last_ran:
             # The switch itself costs CPU time, charged to the incoming task as it runs first.
             nxt.remaining += k.costs.context_switch

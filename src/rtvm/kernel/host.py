@@ -16,6 +16,7 @@ from rtvm.kernel.cpu import Cpu
 from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
+from rtvm.kernel.schedstat import WakeupLatency
 from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
 from rtvm.kernel.tick import add_nr_running, nr_running_change, rt_dequeued
 
@@ -131,6 +132,8 @@ class Kernel:
         #: context -> [net_rx_action passes, packets, most packets, ns, longest ns] (napi.py)
         self.net_rx_passes: dict[str, list[int]] = {}
         self.boosted_tasks: set[str] = set()  # tasks that were ever PI-boosted
+        #: task -> its wakeup-to-run delays (schedstat.py; perf sched latency)
+        self.wakeup_latency: dict[str, WakeupLatency] = {}
         self.cpus = [Cpu(self, i) for i in range(ncpus)]
         self.all_cpus = frozenset(range(ncpus))
         if self.tunables.rt_throttle_ns is not None:
@@ -185,6 +188,7 @@ class Kernel:
             return False
         t.state = RUNNING
         t.nr_wakeups += 1
+        t.woken_at = self.sim.now
         cpu = self.select_task_rq(t)
         if cpu is not t.cpu:
             t.nr_migrations += 1

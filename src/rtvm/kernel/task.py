@@ -95,6 +95,7 @@ class Task(Context):
         "user_mode",
         "vruntime",
         "weight",
+        "woken_at",
     )
 
     def __init__(
@@ -128,6 +129,8 @@ class Task(Context):
         self.bh_count = 0
         #: running user or guest code (not kernel code): preemptible on any kernel
         self.user_mode = False
+        #: when try_to_wake_up() last made it runnable, until it next runs (-1: not waiting)
+        self.woken_at = -1
         #: a vCPU thread's VM exit on a host interrupt (virt/vcpu.py sets it): called when an
         #: interrupt arrives while the task runs guest code (the task already paused), it
         #: returns the CPU time of the exit and the entry back, which the interrupt pays first

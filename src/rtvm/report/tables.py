@@ -79,6 +79,25 @@ def stages_table(method: str, stages: Sequence[Mapping[str, Any]]) -> Table:
     return t
 
 
+def wakeup_latency_table(method: str, latency: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Each thread's wait from its wakeup to its first run (``details.wakeup_latency``, as
+    ``perf sched latency`` reports it), longest first: where a thread of the path waited for
+    a CPU, and behind how much."""
+    t = Table(
+        title=f"{method}: wakeup latency per thread (model), us",
+        caption="from try_to_wake_up() to the switch that runs the thread (perf sched latency); "
+        "p99 to 1 us",
+    )
+    for col in ("thread", "wakeups", "mean", "p99", "max"):
+        t.add_column(col, justify="left" if col == "thread" else "right", no_wrap=True)
+    for name, v in sorted(latency.items(), key=lambda kv: (-kv[1]["max_us"], kv[0])):
+        t.add_row(
+            name, f"{v['wakeups']:,}", _fmt_us(v["mean_us"]), _fmt_us(v["p99_us"]),
+            _fmt_us(v["max_us"]),
+        )  # fmt: skip
+    return t
+
+
 def _value(v: Any) -> str:
     if v is None:
         return "-"
