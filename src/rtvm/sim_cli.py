@@ -30,6 +30,7 @@ from rtvm.cli_support import (
         "rtvm sim examples/simple-rt-threaded.toml",
         "rtvm sim examples/whatif-6.1-rt.toml --duration 2 --trace out/trace.json",
         "rtvm sim examples/whatif-halt-polling.toml --json",
+        "rtvm sim examples/simple-rt-threaded.toml --duration 3 --slowest 2",
     )
 )
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
@@ -55,6 +56,13 @@ from rtvm.cli_support import (
     default=None,
     help="Write a Perfetto (Chrome trace-event JSON) trace of the run here.",
 )
+@click.option(
+    "--slowest",
+    type=click.IntRange(min=1, max=20),
+    default=None,
+    help="Keep the K slowest responses after the warm-up, each with what ran on the host "
+    "while it was in flight (a flight recorder: fixed memory, any length; not with --trace).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def sim(
     scenario: Path,
@@ -62,11 +70,18 @@ def sim(
     duration: float | None,
     out: Path | None,
     trace: Path | None,
+    slowest: int | None,
     as_json: bool,
 ) -> None:
     """Simulate a scenario: host, kernel generation, method, VMs, workloads, duration, seed."""
     from rtvm.experiments.runner import run_method
     from rtvm.scenario import load_scenario, profile_path
+
+    if trace is not None and slowest is not None:
+        raise UserError(
+            "--slowest with --trace; allowed: one of them (--slowest keeps only "
+            "the slow responses' part of the trace)"
+        )
 
     try:
         sc = load_scenario(scenario)
@@ -118,6 +133,7 @@ def sim(
                 "guest_irq_vcpu": sc.irq.rt_guest_irq_vcpu,
             },
             idle_keep=sc.compress_idle,
+            slowest=slowest or 0,
         )
     except (KeyError, ValueError) as e:
         raise UserError(f"{scenario}: {e}") from None
@@ -181,10 +197,17 @@ def sim(
         ),
         " ".join(f"{x:.0f}" for x in r["cpu_util_pct_by_cpu"]),
     )
-    from rtvm.report.tables import segments_table, stages_table, wakeup_latency_table
+    from rtvm.report.tables import (
+        segments_table,
+        slowest_table,
+        stages_table,
+        wakeup_latency_table,
+    )
 
     wide = wide_console()
     wide.print(t)
     wide.print(segments_table({sc.method: res.extra["segments"]}))
     wide_console(132).print(stages_table(sc.method, res.extra["stages"]))
     wide.print(wakeup_latency_table(sc.method, res.extra["wakeup_latency"]))
+    for rank, slow in enumerate(res.extra.get("slowest", []), 1):
+        wide_console(132).print(slowest_table(sc.method, rank, slow))

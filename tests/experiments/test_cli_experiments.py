@@ -279,6 +279,21 @@ def test_sim_and_reproduce_print_the_path_stages_but_not_over_seeds(tmp_path):
     )
 
 
+def test_sim_explains_its_slowest_responses_and_refuses_them_with_a_trace(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('method = "threaded"\nduration_s = 0.3\n')
+    r = _rtvm("sim", str(p), "--slowest", "2")
+    assert r.returncode == 0, r.stderr
+    assert "threaded: slowest response 1" in r.stdout and "slowest response 2" in r.stdout
+    assert "wait softirq_lock" in r.stdout or "irq/30-eth0" in r.stdout
+    r = _rtvm("sim", str(p), "--slowest", "1", "--trace", str(tmp_path / "t.json"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("rtvm: error: --slowest with --trace; allowed: one of them")
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "t.json").exists()
+    r = _rtvm("sim", str(p), "--slowest", "0")
+    assert r.returncode == 2 and "--slowest" in r.stderr
+
+
 def test_objective_is_zero_at_the_published_table_and_grows_with_error():
     rows = [dict(p) for p in SIMPLE_RT]
     assert objective(rows)[0] == pytest.approx(0.0)

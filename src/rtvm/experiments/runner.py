@@ -198,20 +198,30 @@ def run_method(
     rr: dict[str, int] | None = None,
     testbed: dict[str, Any] | None = None,
     idle_keep: int | None = None,
+    slowest: int = 0,
 ) -> MethodResult:
     """Simulate ``method`` for ``duration_s`` (simulated seconds) and summarise it.
 
     ``idle_keep`` > 1 compresses the RT gaps (workloads.idle_compression): the run simulates
     until simulated plus removed time reaches ``duration_s``, and throughput and CPU
-    utilisation are per represented second."""
+    utilisation are per represented second.
+    ``slowest`` > 0 keeps that many of the slowest responses after the warm-up, each with what
+    ran on the host meanwhile (analysis.slowest; ``extra["slowest"]``), through a flight
+    recorder in place of a trace file (not both)."""
     costs: CostProfile = load_profile(profile)
     if overrides:
         costs = costs.with_values(**overrides)
-    tracer = None
+    tracer: Any = None
+    if trace_path and slowest:
+        raise ValueError("a trace file and the slowest responses; allowed: one of them")
     if trace_path:
         from rtvm.kernel.trace import ChromeTracer
 
         tracer = ChromeTracer()
+    elif slowest:
+        from rtvm.kernel.trace import FlightRecorder
+
+        tracer = FlightRecorder()
     rr_cfg = rr_config(costs, **(rr or {}))
     if idle_keep is not None and idle_keep > 1:
         _check_compressible(duration_s, rr_cfg)
@@ -234,12 +244,19 @@ def run_method(
     if tb.idle is not None:
         tb.idle.open_window()
     tb.kernel.wakeup_latency.clear()  # the window's wakeups only, as the latencies are
+    kept = None
+    if slowest:
+        from rtvm.analysis.slowest import SlowestResponses
+
+        kept = SlowestResponses(tb.sim, tracer, slowest, since_ns=warm)
+        tb.client.on_complete = kept.request_done
     busy0, bytes0, names0, irq_over0 = _snapshot(tb)
     _run_to(tb, end, end)
     busy1, bytes1, names1, irq_over1 = _snapshot(tb)
     wall = time.perf_counter() - t0
     if tracer is not None and trace_path:
         tracer.write(trace_path)
+    tb.client.on_complete = None
     sim_window = tb.sim.now - warm
     busy_d = [b1 - b0 for b0, b1 in zip(busy0, busy1, strict=True)]
     heavy_d = bytes1 - bytes0
@@ -284,6 +301,8 @@ def run_method(
         },
         "profile_sha256": costs.sha256,
     }
+    if kept is not None:
+        extra["slowest"] = [r.as_dict() for r in kept.slowest()]
     if tb.idle is not None:
         extra["idle_compression"] = {
             **tb.idle.summary(),

@@ -10,6 +10,7 @@ Open the file at ui.perfetto.dev (or chrome://tracing).
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,64 @@ class ChromeTracer:
 
     def write(self, path: str | Path) -> Path:
         return atomic_write_text(path, json.dumps(self.to_json()))
+
+
+#: a CPU slice or a lock wait as the flight recorder keeps it: (start ns, end ns, track, kind,
+#: name); the track is "CPU n" for a slice and the waiting thread's name for a lock wait
+Slice = tuple[int, int, str, str, str]
+
+
+class FlightRecorder:
+    """A tracer that keeps only the recent past: the last ``depth`` slices of each CPU and the
+    last ``depth`` lock waits, in ring buffers, as ftrace's ring buffer does (overwrite mode).
+    Its memory is fixed whatever the run's length, so it can run under a 30 s simulation where
+    a full trace would not fit, and ``window`` copies what ran in a recent interval (a slow
+    response's, for analysis.slowest). The kernel's other trace hooks are no-ops here."""
+
+    def __init__(self, depth: int = 8192) -> None:
+        self.depth = depth
+        self._cpus: dict[int, deque[Slice]] = {}
+        self._locks: deque[Slice] = deque(maxlen=depth)
+
+    def cpu_slice(self, cpu: int, name: str, kind: str, start: int, end: int) -> None:
+        if kind == "idle":
+            return
+        ring = self._cpus.get(cpu)
+        if ring is None:
+            ring = self._cpus[cpu] = deque(maxlen=self.depth)
+        ring.append((start, end, f"CPU {cpu}", kind, name))
+
+    def lock_wait_end(self, t: Any, lock: Any, start: int, end: int) -> None:
+        self._locks.append((start, end, t.name, "lock", f"wait {lock.name}"))
+
+    def window(self, start: int, end: int) -> tuple[list[Slice], bool]:
+        """The kept slices and lock waits that overlap [start, end], in time order, and
+        whether that is all of them (no ring that was full had dropped anything after
+        ``start``)."""
+        rings = [*self._cpus.values(), self._locks]
+        out = sorted(s for ring in rings for s in ring if s[1] >= start and s[0] <= end)
+        # A CPU's slices follow each other, so what its ring dropped ended before its oldest
+        # kept slice began; lock waits of different threads overlap, and are kept in the
+        # order they end.
+        complete = all(
+            len(ring) < self.depth or ring[0][0] <= start for ring in self._cpus.values()
+        ) and (len(self._locks) < self.depth or self._locks[0][1] <= start)
+        return out, complete
+
+    def task_created(self, t: Any) -> None:
+        pass
+
+    def sched_switch(self, cpu: int, prev: Any, nxt: Any, now: int) -> None:
+        pass
+
+    def wakeup(self, t: Any, cpu: int, now: int) -> None:
+        pass
+
+    def prio_change(self, t: Any, old: int, new: int, now: int) -> None:
+        pass
+
+    def lock_wait_begin(self, t: Any, lock: Any, now: int) -> None:
+        pass
+
+    def flow(self, pkt: Any, step: str, cpu: int, now: int, last: bool = False) -> None:
+        pass

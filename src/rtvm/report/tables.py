@@ -98,6 +98,25 @@ def wakeup_latency_table(method: str, latency: Mapping[str, Mapping[str, Any]]) 
     return t
 
 
+def slowest_table(method: str, rank: int, slow: Mapping[str, Any]) -> Table:
+    """One slow response (``details.slowest``): its probes, then what ran on each CPU and which
+    thread waited for which lock while it was in flight, in time order (us after its request
+    reached the NIC)."""
+    probes = ", ".join(f"{p} +{us:.1f}" for p, us in slow["probes_us"].items() if p != "nic_rx")
+    note = "" if slow["complete"] else "; the recorder had dropped part of it"
+    t = Table(
+        title=f"{method}: slowest response {rank}, {slow['latency_us']:.1f} us "
+        f"(request {slow['req_id']}): what ran meanwhile",
+        caption=f"probes (us after the NIC): {probes}{note}",
+    )
+    for col in ("start", "duration", "track", "kind", "name"):
+        t.add_column(col, justify="right" if col in ("start", "duration") else "left",
+                     no_wrap=True)  # fmt: skip
+    for r in slow["ran"]:
+        t.add_row(f"{r['start_us']:+.1f}", f"{r['dur_us']:.1f}", r["track"], r["kind"], r["name"])
+    return t
+
+
 def _value(v: Any) -> str:
     if v is None:
         return "-"

@@ -208,6 +208,8 @@ class RrClient:
         self._times = list(times) if times is not None else None
         #: how long a drawn gap is simulated (idle compression); None: as drawn
         self.gap_map: Callable[[int], int] | None = None
+        #: called with each request's record once its response is on the wire (analysis)
+        self.on_complete: Callable[[RrRecord], None] | None = None
 
     def start(self) -> None:
         if self._times is not None:
@@ -252,6 +254,8 @@ class RrClient:
         for probe in _RESPONSE_PROBES:
             setattr(rec, probe, resp.stamps.get(probe))
         self.stats.complete(rec)
+        if self.on_complete is not None:
+            self.on_complete(rec)
 
 
 def rr_server(
