@@ -222,9 +222,14 @@ class Cpu:
         -rt's should_resched() checks preempt_lazy_count too)."""
         if not self.need_resched or ctx is not self.curr or self.irq_stack:
             return False
-        if self.resched_lazy and ctx.bh_count > 0:
+        if self._lazy_held(ctx):
             return False
         return not self._atomic(ctx)
+
+    def _lazy_held(self, t: Task) -> bool:
+        """A lazy request waits while ``t`` is migrate-disabled (PREEMPT_LAZY: on 4.1-rt a
+        BH-disabled section; preempt_lazy_count > 0)."""
+        return self.resched_lazy and t.bh_count > 0
 
     def _atomic(self, t: Task) -> bool:
         """preempt_count raised: a BH-disabled section on a non-RT kernel (on RT it sleeps)."""
@@ -247,7 +252,7 @@ class Cpu:
         curr = self.curr
         if curr is None or curr.user_mode:
             return True
-        if self.resched_lazy and curr.bh_count > 0:
+        if self._lazy_held(curr):
             return False
         return self.kernel.gen.preempt_kernel and not self._atomic(curr)
 

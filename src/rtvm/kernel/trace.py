@@ -24,7 +24,36 @@ def _us(ns: int) -> float:
     return ns / 1000.0
 
 
-class ChromeTracer:
+class Tracer:
+    """The hooks the kernel calls while a tracer is attached, each a no-op here: a tracer
+    overrides the ones it records."""
+
+    def task_created(self, t: Any) -> None:
+        pass
+
+    def cpu_slice(self, cpu: int, name: str, kind: str, start: int, end: int) -> None:
+        pass
+
+    def sched_switch(self, cpu: int, prev: Any, nxt: Any, now: int) -> None:
+        pass
+
+    def wakeup(self, t: Any, cpu: int, now: int) -> None:
+        pass
+
+    def prio_change(self, t: Any, old: int, new: int, now: int) -> None:
+        pass
+
+    def lock_wait_begin(self, t: Any, lock: Any, now: int) -> None:
+        pass
+
+    def lock_wait_end(self, t: Any, lock: Any, start: int, end: int) -> None:
+        pass
+
+    def flow(self, pkt: Any, step: str, cpu: int, now: int, last: bool = False) -> None:
+        pass
+
+
+class ChromeTracer(Tracer):
     def __init__(self, max_events: int = 5_000_000) -> None:
         self.events: list[dict[str, Any]] = []
         self.max_events = max_events
@@ -40,9 +69,6 @@ class ChromeTracer:
             self.dropped += 1
 
     # -- kernel hooks ----------------------------------------------------------------------
-    def task_created(self, t: Any) -> None:
-        pass
-
     def cpu_slice(self, cpu: int, name: str, kind: str, start: int, end: int) -> None:
         self._cpus.add(cpu)
         if kind == "idle":
@@ -166,7 +192,7 @@ class ChromeTracer:
 Slice = tuple[int, int, str, str, str]
 
 
-class FlightRecorder:
+class FlightRecorder(Tracer):
     """A tracer that keeps only the recent past: the last ``depth`` slices of each CPU and the
     last ``depth`` lock waits, in ring buffers, as ftrace's ring buffer does (overwrite mode).
     Its memory is fixed whatever the run's length, so it can run under a 30 s simulation where
@@ -202,21 +228,3 @@ class FlightRecorder:
             len(ring) < self.depth or ring[0][0] <= start for ring in self._cpus.values()
         ) and (len(self._locks) < self.depth or self._locks[0][1] <= start)
         return out, complete
-
-    def task_created(self, t: Any) -> None:
-        pass
-
-    def sched_switch(self, cpu: int, prev: Any, nxt: Any, now: int) -> None:
-        pass
-
-    def wakeup(self, t: Any, cpu: int, now: int) -> None:
-        pass
-
-    def prio_change(self, t: Any, old: int, new: int, now: int) -> None:
-        pass
-
-    def lock_wait_begin(self, t: Any, lock: Any, now: int) -> None:
-        pass
-
-    def flow(self, pkt: Any, step: str, cpu: int, now: int, last: bool = False) -> None:
-        pass
