@@ -27,6 +27,7 @@ methods, so it needs the plain (not the mypyc-compiled) build.
 
     python docs/diagnostics/busy_balance.py threaded 3             # with and without, seed 1
     python docs/diagnostics/busy_balance.py vanilla 3 --wake-affine  # both 4.1 placements
+    python docs/diagnostics/busy_balance.py vanilla 3 --irqs-on-cpu0 --capacity --only
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MAX_INTERVAL_NS = 4 * MS  # max_interval = 2 * sd_weight
 BUSY_FACTOR = 32
 IMBALANCE_PCT = 117  # sd_init(), SD_SHARE_PKG_RESOURCES (the MC domain)
 CACHE_NICE_TRIES = 1
+SCHED_CAPACITY_SCALE = 1024
 
 
 def _load_wake_affine() -> Any:
@@ -65,8 +67,10 @@ wake_affine = _load_wake_affine()
 class BusyBalance:
     """Per-CPU periodic load_balance() with CPU_NOT_IDLE, on the Pelt approximation."""
 
-    def __init__(self, kernel: Kernel, pelt: Any) -> None:
+    def __init__(self, kernel: Kernel, pelt: Any, capacity: bool = False) -> None:
         self.k = kernel
+        self.capacity = capacity
+        self._rt_avg: dict[int, tuple[int, int, float]] = {}
         self.pelt = pelt
         self.interval = {c.id: MIN_INTERVAL_NS for c in kernel.cpus}
         self.failed = {c.id: 0 for c in kernel.cpus}
@@ -83,8 +87,26 @@ class BusyBalance:
         return [t for t in self.k.tasks if t.prio == 0 and t.cpu is cpu and t.state == RUNNING]
 
     def _load(self, cpu: Cpu, now: int) -> tuple[float, int]:
+        """The CPU's CFS load per unit of capacity (avg_load), and its CFS tasks."""
         tasks = self._cfs(cpu)
-        return sum(self.pelt.contrib(t, now) for t in tasks), len(tasks)
+        load = sum(self.pelt.contrib(t, now) for t in tasks)
+        if self.capacity:
+            load = load * SCHED_CAPACITY_SCALE / self._capacity(cpu, now)
+        return load, len(tasks)
+
+    def _capacity(self, cpu: Cpu, now: int) -> float:
+        """scale_rt_capacity(): what RT tasks and (IRQ_TIME_ACCOUNTING) hard and soft
+        interrupts left of the CPU, as a decayed average (rt_avg, half-life ~500 ms)."""
+        rt_names = {t.name for t in self.k.tasks if t.prio > 0}
+        nonfair = cpu.busy_ns["hardirq"] + cpu.busy_ns["softirq"]
+        nonfair += sum(ns for name, ns in cpu.by_name.items() if name in rt_names)
+        last_t, last_nf, avg = self._rt_avg.get(cpu.id, (0, 0, 0.0))
+        if now > last_t:
+            frac = (nonfair - last_nf) / (now - last_t)
+            d = 0.5 ** ((now - last_t) / (500 * MS))
+            avg = avg * d + (1 - d) * frac
+            self._rt_avg[cpu.id] = (now, nonfair, avg)
+        return max(1.0, SCHED_CAPACITY_SCALE * (1 - avg))
 
     def _tick(self, cpu: Cpu) -> int:
         self._note_placement()
@@ -185,7 +207,7 @@ class BusyBalance:
         self._placement, self._since = where, now
 
 
-def install(wake_affine_too: bool) -> list[BusyBalance]:
+def install(wake_affine_too: bool, capacity: bool = False) -> list[BusyBalance]:
     pelt = wake_affine.Pelt()
     if wake_affine_too:
         wake_affine.install(pelt)
@@ -210,7 +232,7 @@ def install(wake_affine_too: bool) -> list[BusyBalance]:
 
     def hooked_init(self: Kernel, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        made.append(BusyBalance(self, pelt))
+        made.append(BusyBalance(self, pelt, capacity))
 
     Kernel.__init__ = hooked_init  # type: ignore[method-assign]
     return made
@@ -227,16 +249,18 @@ def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     if not args or args[0] not in METHODS:
         print(
-            f"usage: busy_balance.py METHOD [SECONDS] [--wake-affine] [--only]; "
-            f"methods: {', '.join(METHODS)}"
+            "usage: busy_balance.py METHOD [SECONDS] [--wake-affine] [--only] [--irqs-on-cpu0] "
+            f"[--capacity]; methods: {', '.join(METHODS)}"
         )
         return 2
     method, seconds = args[0], float(args[1]) if len(args) > 1 else 3.0
+    # --irqs-on-cpu0: every NIC's interrupt on CPU 0 (examples/whatif-irqs-on-cpu0.toml)
+    testbed = {"rt_nic_cpu": 0, "heavy_nic_cpus": (0, 0)} if "--irqs-on-cpu0" in argv else None
     print(f"{method}, seed 1, {seconds:g} s: mean / p99 / SD us, heavy Gb/s, CPU %")
     if "--only" not in argv:
-        print(_line("model", run_method(method, seconds).row), flush=True)
-    made = install("--wake-affine" in argv)
-    print(_line("busy balance", run_method(method, seconds).row))
+        print(_line("model", run_method(method, seconds, testbed=testbed).row), flush=True)
+    made = install("--wake-affine" in argv, "--capacity" in argv)
+    print(_line("busy balance", run_method(method, seconds, testbed=testbed).row))
     bb = made[-1]
     print(f"looks {bb.looks}, tasks moved {bb.moved}, active balances {bb.active}")
     total = sum(bb.placements.values()) or 1
