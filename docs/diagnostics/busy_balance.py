@@ -21,9 +21,10 @@ groups of equal capacity):
 
 The loads are ``wake_affine.py``'s approximation of PELT (each CFS task's runnable fraction,
 halving every 32 ms, times 1,024), summed over each CPU's runnable CFS tasks
-(``cfs.runnable_load_avg``); the CPUs' decayed ``cpu_load[]`` and the RT time that
-``scale_rt_capacity`` takes from a CPU's capacity are left out. The script hooks the kernel's
-methods, so it needs the plain (not the mypyc-compiled) build.
+(``cfs.runnable_load_avg``); the CPUs' decayed ``cpu_load[]`` are left out. ``--capacity``
+divides each CPU's load by what RT tasks and hard and soft interrupts leave of it
+(``scale_rt_capacity`` with IRQ_TIME_ACCOUNTING, a decayed average of half-life ~500 ms).
+The script hooks the kernel's methods, so it needs the plain (not the mypyc-compiled) build.
 
     python docs/diagnostics/busy_balance.py threaded 3             # with and without, seed 1
     python docs/diagnostics/busy_balance.py vanilla 3 --wake-affine  # both 4.1 placements
