@@ -265,6 +265,25 @@ def test_a_compressed_runs_checkpoint_lives_beside_a_full_runs(tmp_path):
     assert checkpoint.load(tmp_path, squeezed) is not None
 
 
+def test_a_run_that_kept_its_slowest_responses_has_its_own_checkpoint(tmp_path):
+    """Same rows, more details: kept apart, so a run with --slowest never serves one without
+    (nor the other way round), and neither overwrites the other."""
+    r = run_method("outsourcing", DUR, seed=3)
+    rs = run_method("outsourcing", DUR, seed=3, slowest=2)
+    assert rs.row == r.row and len(rs.extra["slowest"]) == 2 and "slowest" not in r.extra
+    sha = r.extra["profile_sha256"]
+    plain = checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, sha)
+    kept2 = checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, sha, 20, slowest=2)
+    assert plain == checkpoint.run_key("simple-rt", "outsourcing", 3, DUR, sha, slowest=0)
+    a = checkpoint.save(tmp_path, plain, r)
+    b = checkpoint.save(tmp_path, kept2, rs)
+    assert (a.name, b.name) == ("outsourcing.npz", "outsourcing-idle20-slowest2.npz")
+    back = checkpoint.load(tmp_path, kept2)
+    assert back is not None and _same(back, rs)
+    assert checkpoint.load(tmp_path, {**kept2, "slowest": 3}) is None
+    assert checkpoint.load(tmp_path, plain) is not None
+
+
 def test_a_signal_while_results_are_written_lets_the_set_finish_and_says_what_is_written(
     tmp_path,
 ):

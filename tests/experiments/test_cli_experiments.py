@@ -294,6 +294,34 @@ def test_sim_explains_its_slowest_responses_and_refuses_them_with_a_trace(tmp_pa
     assert r.returncode == 2 and "--slowest" in r.stderr
 
 
+def test_reproduce_explains_each_methods_slowest_responses_with_the_same_table(tmp_path):
+    args = ("reproduce", "simple-rt", "--duration", "0.3", "--jobs", "1")
+    plain = _rtvm(*args, "--json")
+    assert plain.returncode == 0, plain.stderr
+    r = _rtvm(*args, "--json", "--slowest", "2", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    env, env_plain = json.loads(r.stdout), json.loads(plain.stdout)
+    assert env["rows"] == env_plain["rows"]
+    for m, d in env["details"].items():
+        lat = [s["latency_us"] for s in d["slowest"]]
+        row = next(row for row in env["rows"] if row["method"] == m)
+        assert len(lat) == 2 and row["max_us"] + 0.01 >= lat[0] >= lat[1], m  # after warm-up
+        assert "slowest" not in env_plain["details"][m]
+    assert sorted(p.name for p in (tmp_path / "o" / "checkpoints").iterdir()) == [
+        f"{m}-slowest2.npz" for m in ("exclusive", "outsourcing", "threaded", "vanilla")
+    ]
+    r = _rtvm(*args, "--slowest", "1")
+    assert r.returncode == 0, r.stderr
+    for m in ("vanilla", "threaded", "exclusive", "outsourcing"):
+        assert f"{m}: slowest response 1" in " ".join(r.stdout.split()), m
+    assert "slowest response 2" not in r.stdout
+    r = _rtvm("reproduce", "simple-rt", "--slowest", "1", "--seeds", "1-2")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "rtvm: error: --slowest with --seeds; allowed: --slowest with a single --seed"
+    )
+
+
 def test_objective_is_zero_at_the_published_table_and_grows_with_error():
     rows = [dict(p) for p in SIMPLE_RT]
     assert objective(rows)[0] == pytest.approx(0.0)

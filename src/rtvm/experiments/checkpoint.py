@@ -56,9 +56,11 @@ def run_key(
     duration_s: float,
     profile_sha256: str,
     idle_keep: int | None = None,
+    slowest: int = 0,
 ) -> dict[str, Any]:
     """What one method's result depends on; equal keys give bit-identical results. A run
-    under idle compression names it; a full run's key is as it always was."""
+    under idle compression names it, and so does one that keeps its ``slowest`` responses
+    (its rows are the same, its details hold more); a full run's key is as it always was."""
     key: dict[str, Any] = {
         "experiment": experiment,
         "method": method,
@@ -69,15 +71,21 @@ def run_key(
     }
     if idle_keep is not None and idle_keep > 1:
         key["idle_keep"] = idle_keep
+    if slowest > 0:
+        key["slowest"] = slowest
     return key
 
 
-def path_for(directory: Path, method: str, idle_keep: int | None = None) -> Path:
-    """Where a method's result is kept; a compressed run's apart from a full one's, so that
-    neither overwrites the other."""
+def path_for(directory: Path, method: str, idle_keep: int | None = None, slowest: int = 0) -> Path:
+    """Where a method's result is kept; a compressed run's apart from a full one's, and one
+    that kept its slowest responses apart from one that did not, so that none overwrites
+    another."""
+    name = method
     if idle_keep is not None and idle_keep > 1:
-        return directory / f"{method}-idle{idle_keep}.npz"
-    return directory / f"{method}.npz"
+        name += f"-idle{idle_keep}"
+    if slowest > 0:
+        name += f"-slowest{slowest}"
+    return directory / f"{name}.npz"
 
 
 def save(directory: Path, key: dict[str, Any], result: MethodResult) -> Path:
@@ -99,14 +107,14 @@ def save(directory: Path, key: dict[str, Any], result: MethodResult) -> Path:
         arrays[_PROBE + name] = np.asarray(v)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    path = path_for(directory, key["method"], key.get("idle_keep"))
+    path = path_for(directory, key["method"], key.get("idle_keep"), key.get("slowest", 0))
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def load(directory: Path, key: dict[str, Any]) -> MethodResult | None:
     """The checkpointed result for ``key``, or None if there is none, it is unreadable, or it
     was made with another key (another seed, length, profile or rtvm source)."""
-    p = path_for(directory, key["method"], key.get("idle_keep"))
+    p = path_for(directory, key["method"], key.get("idle_keep"), key.get("slowest", 0))
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z[_META][()]))

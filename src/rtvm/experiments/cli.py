@@ -43,6 +43,7 @@ from rtvm.report.tables import (
     fidelity_table,
     seed_spread_table,
     segments_table,
+    slowest_table,
     stages_table,
     wakeup_latency_table,
 )
@@ -71,6 +72,7 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
         "rtvm reproduce simple-rt --quick --seed 2 --out out/simple-rt",
         "rtvm reproduce simple-rt --json > simple-rt.json",
         "rtvm reproduce simple-rt --seeds 1-5 --out out/seeds",
+        "rtvm reproduce simple-rt --quick --slowest 2",
     ),
 )
 @common_options
@@ -113,6 +115,15 @@ def _fmt(v: float | None, pub: float | None = None) -> str:
     "stages its slowest 1% (at or above the p99) lose time in (always in the JSON's "
     "details.METHOD.stages).",
 )
+@click.option(
+    "--slowest",
+    type=click.IntRange(min=1, max=20),
+    default=None,
+    metavar="K",
+    help="Also print each method's K slowest responses after the warm-up, each with what ran "
+    "on every CPU and which thread waited for which lock while it was in flight (a flight "
+    "recorder: the same figures; the JSON's details.METHOD.slowest).",
+)
 @compress_idle_option
 @click.pass_context
 def simple_rt(
@@ -127,6 +138,7 @@ def simple_rt(
     fresh: bool,
     seeds_spec: str | None,
     show_stages: bool,
+    slowest: int | None,
     compress_idle: int,
 ) -> None:
     """The four RT methods on the testbed: latency, heavy throughput, CPU (Table 3, Figs 6-8).
@@ -144,6 +156,9 @@ def simple_rt(
     bar holds; with --out, OUT/seed-N/ holds each seed's results as a single-seed run writes
     them, and OUT/results.json the summary.
 
+    --slowest K explains the tails: each method's K slowest responses after the warm-up, with
+    what ran on every CPU and which thread waited for which lock while each was in flight.
+
     --compress-idle N is for sweeps: it simulates only part of the heavy flows' steady state
     between RT requests (the request paths in full) and says so in the table's title and in
     the JSON's scenario.
@@ -160,6 +175,8 @@ def simple_rt(
             fail_input("--seed and --seeds together", "one of them")
         if show_stages:
             fail_input("--stages with --seeds", "--stages with a single --seed")
+        if slowest is not None:
+            fail_input("--slowest with --seeds", "--slowest with a single --seed")
         seeds = parse_seeds(seeds_spec)
         _simple_rt_seeds(seeds, dur, profile, prof.sha256, out, as_json, jobs, fresh, compress_idle)
         return
@@ -187,6 +204,7 @@ def simple_rt(
             reuse=not fresh,
             on_reused=reused,
             idle_keep=compress_idle,
+            slowest=slowest or 0,
         )
 
     results = _with_progress(
@@ -226,6 +244,9 @@ def simple_rt(
         for m, r in results.items():
             wide_console(132).print(stages_table(m, r.extra["stages"]))
             wide.print(wakeup_latency_table(m, r.extra["wakeup_latency"]))
+    for m, r in results.items():
+        for rank, slow in enumerate(r.extra.get("slowest", []), 1):
+            wide_console(132).print(slowest_table(m, rank, slow))
     wide_console(132).print(fidelity_table(checks))
     click.echo(verdict_line(checks))
     warn_lost(rows)

@@ -37,14 +37,16 @@ QUICK_S = 3.0
 @dataclass(frozen=True)
 class RunJob:
     """One method run: which method, seed and profile (None: the embedded one), the
-    directory that keeps it once finished (None: not kept), and its idle compression (None:
-    every gap simulated in full; see workloads.idle_compression)."""
+    directory that keeps it once finished (None: not kept), its idle compression (None:
+    every gap simulated in full; see workloads.idle_compression), and how many of its slowest
+    responses it keeps with what ran meanwhile (0: none; analysis.slowest)."""
 
     method: str
     seed: int
     profile: str | None = None
     checkpoints: Path | None = None
     idle_keep: int | None = None
+    slowest: int = 0
 
     def describe(self) -> str:
         """How a message names this run: ``threaded (seed 2, profile p.toml)``."""
@@ -67,6 +69,7 @@ def run(
     reuse: bool = True,
     on_reused: Callable[[str, MethodResult], None] | None = None,
     idle_keep: int | None = None,
+    slowest: int = 0,
 ) -> dict[str, MethodResult]:
     """Run ``methods`` with one seed; in parallel processes if ``jobs`` > 1 (default: the free
     cores).
@@ -75,13 +78,15 @@ def run(
     method already there with the same key (experiment.checkpoint.run_key) is loaded instead of
     simulated again (unless ``reuse`` is False): an interrupted run loses nothing.
     ``on_reused`` hears of the methods loaded. ``idle_keep`` > 1: idle compression.
+    ``slowest`` > 0: each method keeps that many slowest responses (``extra["slowest"]``).
     """
     done = (lambda m, _s, r: on_done(m, r)) if on_done else None
     reused = (lambda m, _s, r: on_reused(m, r)) if on_reused else None
     ckpt = (lambda _s: checkpoints) if checkpoints is not None else None
-    return run_seeds(
-        duration_s, (seed,), methods, profile, jobs, done, ckpt, reuse, reused, idle_keep
-    )[seed]
+    by_seed = run_seeds(
+        duration_s, (seed,), methods, profile, jobs, done, ckpt, reuse, reused, idle_keep, slowest
+    )
+    return by_seed[seed]
 
 
 def run_seeds(
@@ -95,6 +100,7 @@ def run_seeds(
     reuse: bool = True,
     on_reused: Callable[[str, int, MethodResult], None] | None = None,
     idle_keep: int | None = None,
+    slowest: int = 0,
 ) -> dict[int, dict[str, MethodResult]]:
     """Run every method under every seed, all (method, seed) pairs in one process pool.
 
@@ -102,7 +108,14 @@ def run_seeds(
     :func:`run`). Returns ``{seed: {method: result}}`` in the order given.
     """
     todo = [
-        RunJob(m, s, profile, checkpoints(s) if checkpoints is not None else None, idle_keep)
+        RunJob(
+            m,
+            s,
+            profile,
+            checkpoints(s) if checkpoints is not None else None,
+            idle_keep,
+            slowest,
+        )
         for s in seeds
         for m in methods
     ]
@@ -140,7 +153,7 @@ def run_jobs(
             shas[job.profile] = load_profile(job.profile).sha256
         sha = shas[job.profile]
         keys[i] = checkpoint.run_key(
-            EXPERIMENT, job.method, job.seed, duration_s, sha, job.idle_keep
+            EXPERIMENT, job.method, job.seed, duration_s, sha, job.idle_keep, job.slowest
         )
         kept = checkpoint.load(job.checkpoints, keys[i]) if reuse else None
         if kept is not None:
@@ -174,7 +187,14 @@ def run_jobs(
 
 
 def _run_job(job: RunJob, duration_s: float) -> MethodResult:
-    return run_method(job.method, duration_s, job.seed, job.profile, idle_keep=job.idle_keep)
+    return run_method(
+        job.method,
+        duration_s,
+        job.seed,
+        job.profile,
+        idle_keep=job.idle_keep,
+        slowest=job.slowest,
+    )
 
 
 def _run_one(args: tuple[int, RunJob, float]) -> tuple[int, MethodResult]:
