@@ -212,22 +212,8 @@ def install(wake_affine_too: bool, capacity: bool = False) -> list[BusyBalance]:
     pelt = wake_affine.Pelt()
     if wake_affine_too:
         wake_affine.install(pelt)
-    else:  # only the load bookkeeping: the runnable fraction at each wakeup and block
-        wake_up, block = Kernel.wake_up, Cpu._block
-
-        def hooked_wake_up(self: Kernel, t: Task, waker: Any = None) -> bool:
-            woke = wake_up(self, t, waker)
-            if woke and t.prio == 0:
-                pelt.update(t, self.sim.now, True)
-            return woke
-
-        def hooked_block(self: Cpu, ctx: Any) -> None:
-            if isinstance(ctx, Task) and ctx.prio == 0:
-                pelt.update(ctx, self.kernel.sim.now, False)
-            block(self, ctx)
-
-        Kernel.wake_up = hooked_wake_up  # type: ignore[method-assign]
-        Cpu._block = hooked_block  # type: ignore[method-assign]
+    else:
+        wake_affine.track_load(pelt)
     made: list[BusyBalance] = []
     init = Kernel.__init__
 

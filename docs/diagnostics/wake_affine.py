@@ -79,8 +79,35 @@ class Pelt:
         return mine > LLC_SIZE and theirs > LLC_SIZE * mine
 
 
+def hook_block(pelt: Pelt) -> None:
+    """Each CFS task's load stops growing when it blocks."""
+    block = Cpu._block
+
+    def hooked_block(self: Cpu, ctx: Any) -> None:
+        if isinstance(ctx, Task) and ctx.prio == 0:
+            pelt.update(ctx, self.kernel.sim.now, False)
+        block(self, ctx)
+
+    Cpu._block = hooked_block  # type: ignore[method-assign]
+
+
+def track_load(pelt: Pelt) -> None:
+    """Only the load bookkeeping (the runnable fraction at each wakeup and block), for a
+    diagnostic that reads the loads without moving wakeups (busy_balance.py)."""
+    wake_up = Kernel.wake_up
+
+    def hooked_wake_up(self: Kernel, t: Task, waker: Any = None) -> bool:
+        woke = wake_up(self, t, waker)
+        if woke and t.prio == 0:
+            pelt.update(t, self.sim.now, True)
+        return woke
+
+    Kernel.wake_up = hooked_wake_up  # type: ignore[method-assign]
+    hook_block(pelt)
+
+
 def install(pelt: Pelt) -> None:
-    wake_up, select, block = Kernel.wake_up, Kernel.select_task_rq, Cpu._block
+    wake_up, select = Kernel.wake_up, Kernel.select_task_rq
     waking: list[Cpu | None] = [None]
 
     def hooked_wake_up(self: Kernel, t: Task, waker: Any = None) -> bool:
@@ -129,14 +156,9 @@ def install(pelt: Pelt) -> None:
         pelt.moved += 1
         return this
 
-    def hooked_block(self: Cpu, ctx: Any) -> None:
-        if isinstance(ctx, Task) and ctx.prio == 0:
-            pelt.update(ctx, self.kernel.sim.now, False)
-        block(self, ctx)
-
     Kernel.wake_up = hooked_wake_up  # type: ignore[method-assign]
     Kernel.select_task_rq = hooked_select  # type: ignore[method-assign]
-    Cpu._block = hooked_block  # type: ignore[method-assign]
+    hook_block(pelt)
 
 
 def _line(label: str, row: dict[str, Any]) -> str:
