@@ -247,6 +247,7 @@ def test_reproduce_simple_rt_json_rows_and_published(tmp_path):
         "fig_stages.png",
     ):
         assert (tmp_path / f).stat().st_size > 0
+    assert not (tmp_path / "fig_slowest.png").exists()  # only when the run kept them
     with np.load(tmp_path / "latencies.npz", allow_pickle=False) as z:
         for row in env["rows"]:  # per request: its NIC time and every probe, so its stages
             m = row["method"]
@@ -310,6 +311,7 @@ def test_reproduce_explains_each_methods_slowest_responses_with_the_same_table(t
     assert sorted(p.name for p in (tmp_path / "o" / "checkpoints").iterdir()) == [
         f"{m}-slowest2.npz" for m in ("exclusive", "outsourcing", "threaded", "vanilla")
     ]
+    assert (tmp_path / "o" / "fig_slowest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = _rtvm(*args, "--slowest", "1")
     assert r.returncode == 0, r.stderr
     for m in ("vanilla", "threaded", "exclusive", "outsourcing"):

@@ -208,8 +208,10 @@ def published_rows() -> list[dict[str, Any]]:
 def write_outputs(
     out: Path, envelope: dict[str, Any], results: dict[str, MethodResult]
 ) -> list[Path]:
-    """results.json, rows as CSV, raw latencies (compressed), Figures 6/7/8 as PNG, and the
-    path stages of each method's mean response and of its slowest 1% (fig_stages.png).
+    """results.json, rows as CSV, raw latencies (compressed), Figures 6/7/8 as PNG, the
+    path stages of each method's mean response and of its slowest 1% (fig_stages.png), and,
+    when the run kept its slowest responses, each method's slowest as a timeline
+    (fig_slowest.png).
 
     latencies.npz holds, per method ``M`` and per completed request in completion order:
     ``M_latency_us``; the paper's segments (``M_host_receive_us``, ...; NaN where a probe did
@@ -217,7 +219,13 @@ def write_outputs(
     compression, time simulated, not represented: as a trace's); and
     ``M_<probe>_ns`` for each later probe of ``PATH_PROBES``, ns after the NIC (-1 where it did
     not fire): any stage of any one request is a difference of two of these."""
-    from rtvm.report.plots import cpu_bars, latency_histograms, stage_bars, throughput_bars
+    from rtvm.report.plots import (
+        cpu_bars,
+        latency_histograms,
+        slowest_timelines,
+        stage_bars,
+        throughput_bars,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_json(out / "results.json", envelope)]
@@ -242,6 +250,9 @@ def write_outputs(
     written.append(cpu_bars(rows, out / "fig8_cpu.png"))
     stages = {m: r.extra["stages"] for m, r in results.items()}
     written.append(stage_bars(stages, out / "fig_stages.png"))
+    slowest = {m: r.extra["slowest"][0] for m, r in results.items() if r.extra.get("slowest")}
+    if slowest:  # --slowest K: each method's slowest response as a timeline
+        written.append(slowest_timelines(slowest, out / "fig_slowest.png"))
     return written
 
 

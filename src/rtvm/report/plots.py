@@ -115,3 +115,95 @@ def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     if keys:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return _save(fig, path)
+
+
+#: a slowest-response timeline starts this long before the request reached the NIC
+TIMELINE_LEAD_US = 6.0
+#: a timeline slice's colour by what ran (``details.slowest[].ran[].kind``)
+_KIND_COLOURS = {
+    "thread": "tab:blue",
+    "softirq": "tab:orange",
+    "hardirq": "tab:red",
+    "lock": "tab:gray",
+}
+
+
+def slowest_timelines(slowest: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Each method's slowest response (``details.slowest[0]``) as a timeline: what ran on each
+    CPU and which thread waited for which lock while it was in flight, from a little before its
+    request reached the NIC (time 0) to its last bit on the wire, with its path probes as
+    dashed lines (model). The picture of ``rtvm reproduce simple-rt --slowest``'s tables."""
+    names = list(slowest)
+    tracks_of = {m: _tracks(slowest[m]["ran"]) for m in names}
+    heights = [max(2, len(tracks_of[m])) for m in names]
+    fig, axes = plt.subplots(
+        len(names),
+        1,
+        figsize=(11, 0.45 * sum(heights) + 1.3 * len(names)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, m in zip(axes[:, 0], names, strict=True):
+        _timeline(ax, m, slowest[m], tracks_of[m])
+    axes[-1, 0].set_xlabel("us after the request reached the host NIC (model)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KIND_COLOURS.values()]
+    fig.legend(
+        handles,
+        ["thread", "softirq", "hard IRQ", "lock wait"],
+        loc="lower center",
+        ncol=4,
+        bbox_to_anchor=(0.5, -0.02),
+        frameon=False,
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, path)
+
+
+def _tracks(ran: list[dict[str, Any]]) -> list[str]:
+    """The CPUs in order, then the lock-wait tracks (one per waiting thread) by name."""
+    names = set(s["track"] for s in ran)
+    cpus = sorted((t for t in names if t.startswith("CPU ")), key=lambda t: int(t.split()[1]))
+    return cpus + sorted(names - set(cpus))
+
+
+def _timeline(ax: Any, method: str, slow: dict[str, Any], tracks: list[str]) -> None:
+    """One response's slices, a row per track; a slice wide enough carries its name. The
+    time axis starts a little before the NIC: a slice already running then is cut there."""
+    lo = max(-TIMELINE_LEAD_US, min((s["start_us"] for s in slow["ran"]), default=0.0))
+    hi = max(slow["latency_us"], *(s["start_us"] + s["dur_us"] for s in slow["ran"]))
+    span = max(hi - lo, 1.0)
+    row = {t: i for i, t in enumerate(tracks)}
+    for s in slow["ran"]:
+        y = row[s["track"]]
+        ax.broken_barh(
+            [(s["start_us"], s["dur_us"])],
+            (y - 0.4, 0.8),
+            facecolors=_KIND_COLOURS.get(s["kind"], "tab:green"),
+            edgecolors="white",
+            linewidth=0.3,
+        )
+        shown = min(s["start_us"] + s["dur_us"], hi) - max(s["start_us"], lo)
+        if shown > 0.07 * span:  # a lock wait's row names the waiter, its bar the lock
+            ax.text(
+                max(s["start_us"], lo) + shown / 2,
+                y,
+                s["name"].removeprefix("wait "),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white",
+                clip_on=True,
+            )
+    for probe, at in slow["probes_us"].items():
+        ax.axvline(at, color="black", linestyle="--", linewidth=0.6)
+        ax.text(at, -0.55, probe, rotation=90, fontsize=6, ha="right", va="bottom")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(tracks)), tracks, fontsize=7)
+    ax.set_ylim(len(tracks) - 0.4, -1.9)
+    ax.set_xlim(lo, hi + 0.02 * span)
+    ax.set_title(
+        f"{method}: slowest response, {slow['latency_us']:.1f} us (request {slow['req_id']})",
+        fontsize=9,
+        loc="left",
+    )
