@@ -508,3 +508,18 @@ def test_every_example_scenario_validates():
     for p in examples:
         sc = load_scenario(p)
         assert sc.method and sc.duration_s > 0, p
+
+
+def test_slowest_timeline_puts_the_cpus_first_and_draws_any_response(tmp_path):
+    from rtvm.report.plots import _tracks, slowest_timelines
+
+    ran = [
+        {"track": t, "start_us": 1.0, "dur_us": 2.0, "kind": "lock", "name": "wait x"}
+        for t in ("vhost-rt", "CPU 10", "CPU 0/KVM (rt-vm)", "CPU 2")
+    ]
+    # a vCPU thread's lock-wait track is named like a CPU but is not one
+    assert _tracks(ran) == ["CPU 2", "CPU 10", "CPU 0/KVM (rt-vm)", "vhost-rt"]
+    empty = {"ran": [], "probes_us": {"wire_out": 40.0}, "latency_us": 40.0, "req_id": 3}
+    full = {"ran": ran, "probes_us": {"wire_out": 4.0}, "latency_us": 4.0, "req_id": 1}
+    path = slowest_timelines({"a": empty, "b": full}, tmp_path / "t.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

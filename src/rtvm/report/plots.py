@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def stage_bars(stages: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     return _save(fig, path)
 
 
+_CPU_TRACK = re.compile(r"CPU [0-9]+")
 #: a slowest-response timeline starts this long before the request reached the NIC
 TIMELINE_LEAD_US = 6.0
 #: a timeline slice's colour by what ran (``details.slowest[].ran[].kind``)
@@ -162,8 +164,9 @@ def slowest_timelines(slowest: dict[str, dict[str, Any]], path: Path) -> Path:
 
 def _tracks(ran: list[dict[str, Any]]) -> list[str]:
     """The CPUs in order, then the lock-wait tracks (one per waiting thread) by name."""
-    names = set(s["track"] for s in ran)
-    cpus = sorted((t for t in names if t.startswith("CPU ")), key=lambda t: int(t.split()[1]))
+    names = {s["track"] for s in ran}
+    # a CPU's track is "CPU N"; a vCPU thread's lock waits ("CPU 0/KVM (rt-vm)") are not one
+    cpus = sorted((t for t in names if _CPU_TRACK.fullmatch(t)), key=lambda t: int(t[4:]))
     return cpus + sorted(names - set(cpus))
 
 
@@ -171,7 +174,7 @@ def _timeline(ax: Any, method: str, slow: dict[str, Any], tracks: list[str]) -> 
     """One response's slices, a row per track; a slice wide enough carries its name. The
     time axis starts a little before the NIC: a slice already running then is cut there."""
     lo = max(-TIMELINE_LEAD_US, min((s["start_us"] for s in slow["ran"]), default=0.0))
-    hi = max(slow["latency_us"], *(s["start_us"] + s["dur_us"] for s in slow["ran"]))
+    hi = max([slow["latency_us"], *(s["start_us"] + s["dur_us"] for s in slow["ran"])])
     span = max(hi - lo, 1.0)
     row = {t: i for i, t in enumerate(tracks)}
     for s in slow["ran"]:
