@@ -48,7 +48,6 @@ MS = 1_000_000
 MIN_INTERVAL_NS = 2 * MS  # sd_init(): min_interval = sd_weight ms
 MAX_INTERVAL_NS = 4 * MS  # max_interval = 2 * sd_weight
 BUSY_FACTOR = 32
-IMBALANCE_PCT = 117  # sd_init(), SD_SHARE_PKG_RESOURCES (the MC domain)
 CACHE_NICE_TRIES = 1
 SCHED_CAPACITY_SCALE = 1024
 
@@ -123,7 +122,8 @@ class BusyBalance:
         busiest = max(others, key=lambda c: (self._load(c, now)[0], -c.id))
         load_b, n_b = self._load(busiest, now)
         avg = (local + load_b) / 2
-        if n_b == 0 or local >= load_b or local >= avg or 100 * load_b <= IMBALANCE_PCT * local:
+        within_pct = 100 * load_b <= wake_affine.IMBALANCE_PCT * local
+        if n_b == 0 or local >= load_b or local >= avg or within_pct:
             self._balanced(cpu)
             return
         lpt = load_b / n_b

@@ -3,8 +3,8 @@
 
 The model places a waking CFS task on its previous CPU unless a CPU is idle
 (``select_idle_sibling``). 4.1's ``select_task_rq_fair`` first asks ``wake_affine`` whether the
-task may move to the waker's CPU: it may when ``100 * (this_load + w) <= 112 * prev_load``
-(MC domain, ``imbalance_pct`` 125, equal capacities, no sync wakeup), where the loads are the
+task may move to the waker's CPU: it may when ``100 * (this_load + w) <= 108 * prev_load``
+(MC domain, ``imbalance_pct`` 117, equal capacities, no sync wakeup), where the loads are the
 CPUs' ``cfs.runnable_load_avg`` (``wake_idx`` 0) and ``w`` the task's ``load_avg_contrib``;
 ``wake_wide`` refuses when the waker switches wakees much more often than the wakee
 (``wakee_flips``, halved every second). The loads come from per-entity load tracking, which
@@ -31,7 +31,7 @@ from rtvm.methods import METHODS
 
 HALF_LIFE_NS = 32 * 1_024_000  # PELT: y^32 = 1/2, periods of 1,024 us
 NICE_0_LOAD = 1024
-IMBALANCE_PCT = 125  # sd_init() for the MC domain
+IMBALANCE_PCT = 117  # sd_init(): SD_SHARE_PKG_RESOURCES, the MC domain (125 is the default)
 LLC_SIZE = 2  # sd_llc_size on the 2-CPU testbed
 HZ_NS = 1_000_000_000
 
