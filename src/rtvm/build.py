@@ -26,6 +26,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "rtvm.kernel.schedstat",
     "rtvm.kernel.softirq",
     "rtvm.kernel.task",
+    "rtvm.kernel.tick",
     "rtvm.virt.guest",
     "rtvm.virt.vcpu",
     "rtvm.virt.vhost",

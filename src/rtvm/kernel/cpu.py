@@ -183,7 +183,9 @@ class Cpu:
         while True:
             self.stepping = ctx
             try:
-                req = code.send(value)
+                # next() goes through the generator's tp_iternext slot; .send() is a method
+                # looked up by name on every call. Almost every resume sends None.
+                req = next(code) if value is None else code.send(value)
             except StopIteration:
                 self.stepping = None
                 self._exit(ctx)

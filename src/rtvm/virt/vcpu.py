@@ -175,7 +175,8 @@ class Vcpu:
             req, gt.leftover = gt.leftover, 0
         else:
             try:
-                req = gt.code.send(gt.resume)
+                resume = gt.resume
+                req = next(gt.code) if resume is None else gt.code.send(resume)
             except StopIteration:
                 gt.done = True
                 return
