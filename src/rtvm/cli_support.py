@@ -357,6 +357,14 @@ def wide_console(min_width: int = 110) -> Console:
     return Console(width=max(min_width, shutil.get_terminal_size((110, 24)).columns))
 
 
+def print_slowest(method: str, slowest: list[Mapping[str, Any]]) -> None:
+    """A run's kept slowest responses (``details.slowest``), one table each, slowest first."""
+    from rtvm.report.tables import slowest_table
+
+    for rank, slow in enumerate(slowest, 1):
+        wide_console(132).print(slowest_table(method, rank, slow))
+
+
 def warn_lost(rows: list[dict[str, Any]], where: str = "") -> None:
     """Say so (stderr) when a method's row left more than a few RT requests unanswered (its
     figures then cover the answered ones only), or answered none (it has no figures)."""

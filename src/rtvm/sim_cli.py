@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,11 +19,27 @@ from rtvm.cli_support import (
     command_epilog,
     console,
     emit_json,
+    print_slowest,
     read_profile_option,
     result_envelope,
     warn_lost,
     wide_console,
 )
+
+
+def _write_outputs(out: Path, env: dict[str, Any], method: str, slowest: list[Any]) -> None:
+    """results.json and, when the run kept its slowest responses (--slowest), the slowest one
+    as a timeline (fig_slowest.png, as ``rtvm reproduce simple-rt --slowest --out`` draws it)."""
+    path = out / "results.json"
+    try:
+        console.log(f"wrote {atomic_write_json(path, env)}")
+        if slowest:
+            from rtvm.report.plots import slowest_timelines
+
+            path = out / "fig_slowest.png"
+            console.log(f"wrote {slowest_timelines({method: slowest[0]}, path)}")
+    except OSError as e:
+        raise RunFailed(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @click.command(
@@ -47,7 +64,7 @@ from rtvm.cli_support import (
     "--out",
     type=OutDir(),
     default=None,
-    help="Directory for results.json (written atomically).",
+    help="Directory for results.json and, with --slowest, fig_slowest.png (written atomically).",
 )
 @click.option(
     "--trace",
@@ -152,10 +169,7 @@ def sim(
         details=res.extra,
     )
     if out is not None:
-        try:
-            console.log(f"wrote {atomic_write_json(out / 'results.json', env)}")
-        except OSError as e:
-            raise RunFailed(f"cannot write {out / 'results.json'}: {e.strerror or e}") from None
+        _write_outputs(out, env, sc.method, res.extra.get("slowest", []))
     if trace is not None:
         console.log(f"wrote {trace} (open it at ui.perfetto.dev)")
     warn_lost([{**res.row, "method": sc.method}], f" ({dur:g} s)")
@@ -199,7 +213,6 @@ def sim(
     )
     from rtvm.report.tables import (
         segments_table,
-        slowest_table,
         stages_table,
         wakeup_latency_table,
     )
@@ -209,5 +222,4 @@ def sim(
     wide.print(segments_table({sc.method: res.extra["segments"]}))
     wide_console(132).print(stages_table(sc.method, res.extra["stages"]))
     wide.print(wakeup_latency_table(sc.method, res.extra["wakeup_latency"]))
-    for rank, slow in enumerate(res.extra.get("slowest", []), 1):
-        wide_console(132).print(slowest_table(sc.method, rank, slow))
+    print_slowest(sc.method, res.extra.get("slowest", []))

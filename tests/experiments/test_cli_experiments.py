@@ -283,10 +283,18 @@ def test_sim_and_reproduce_print_the_path_stages_but_not_over_seeds(tmp_path):
 def test_sim_explains_its_slowest_responses_and_refuses_them_with_a_trace(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text('method = "threaded"\nduration_s = 0.3\n')
-    r = _rtvm("sim", str(p), "--slowest", "2")
+    r = _rtvm("sim", str(p), "--slowest", "2", "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     assert "threaded: slowest response 1" in r.stdout and "slowest response 2" in r.stdout
     assert "wait softirq_lock" in r.stdout or "irq/30-eth0" in r.stdout
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [
+        "fig_slowest.png",
+        "results.json",
+    ]
+    assert (tmp_path / "o" / "fig_slowest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _rtvm("sim", str(p), "--out", str(tmp_path / "plain"))  # without --slowest: no timeline
+    assert r.returncode == 0, r.stderr
+    assert [f.name for f in (tmp_path / "plain").iterdir()] == ["results.json"]
     r = _rtvm("sim", str(p), "--slowest", "1", "--trace", str(tmp_path / "t.json"))
     assert r.returncode == 2
     assert r.stderr.startswith("rtvm: error: --slowest with --trace; allowed: one of them")

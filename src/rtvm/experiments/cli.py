@@ -26,6 +26,7 @@ from rtvm.cli_support import (
     console,
     emit_json,
     fail_input,
+    print_slowest,
     read_profile_option,
     result_envelope,
     signals_deferred,
@@ -43,7 +44,6 @@ from rtvm.report.tables import (
     fidelity_table,
     seed_spread_table,
     segments_table,
-    slowest_table,
     stages_table,
     wakeup_latency_table,
 )
@@ -245,8 +245,7 @@ def simple_rt(
             wide_console(132).print(stages_table(m, r.extra["stages"]))
             wide.print(wakeup_latency_table(m, r.extra["wakeup_latency"]))
     for m, r in results.items():
-        for rank, slow in enumerate(r.extra.get("slowest", []), 1):
-            wide_console(132).print(slowest_table(m, rank, slow))
+        print_slowest(m, r.extra.get("slowest", []))
     wide_console(132).print(fidelity_table(checks))
     click.echo(verdict_line(checks))
     warn_lost(rows)
