@@ -62,9 +62,9 @@ def main(argv: list[str]) -> int:
                 ahead.append((curr.vruntime - t.vruntime) / 1e3)
         return woke
 
-    def traced_pick_next(self: RunQueue, rt_allowed: bool = True) -> Any:
+    def traced_pick_next(self: RunQueue, rt_allowed: bool = True, gran_ns: int = 0) -> Any:
         waiting = any(c.name == VCPU for c in self.cfs)
-        t = pick_next(self, rt_allowed)
+        t = pick_next(self, rt_allowed, gran_ns)
         if waiting and t is not None and t.prio == 0 and t.name != VCPU:
             passed_over[t.name] += 1
         return t

@@ -395,3 +395,71 @@ def test_busy_now_counts_the_running_slice_without_charging_it():
         for c in fresh.kernel.cpus:
             c.account()
         assert read == [c.busy_total_ns for c in fresh.kernel.cpus]
+
+
+def _rq_with(*tasks):
+    from rtvm.kernel.sched import RunQueue
+
+    rq = RunQueue()
+    for t in tasks:
+        rq.enqueue(t)
+    return rq
+
+
+def test_the_next_buddy_runs_before_the_leftmost_task_within_the_wakeup_granularity():
+    """pick_next_entity(): "someone really wants this to run; if it's not unfair, run it"."""
+    k = kernel(ncpus=1, switch_ns=0)
+    left, buddy = (
+        k.create_task(n, busy(1 * MS), SCHED_OTHER, start=False) for n in ("left", "buddy")
+    )
+    left.vruntime, buddy.vruntime = 10 * MS, 10 * MS + 1 * MS
+    rq = _rq_with(left, buddy)
+    rq.next = buddy
+    assert rq.pick_next(True, 1 * MS) is buddy and rq.next is None  # picked: cleared
+    rq = _rq_with(left, buddy)
+    rq.next = buddy
+    assert rq.pick_next(True, 1 * MS - 1) is left  # too unfair: the leftmost runs
+    assert rq.next is buddy  # and the buddy stays for a later pick
+    rq.dequeue(buddy)
+    assert rq.next is None  # dequeue_entity() -> clear_buddies()
+
+
+def test_a_wakee_that_preempts_runs_before_a_task_queued_further_left():
+    """check_preempt_wakeup() makes the wakee that preempts the next buddy: it runs before a
+    task that waits further left, if it is within the wakeup granularity (1 ms on one CPU)."""
+    k = kernel(ncpus=1, switch_ns=0)
+    log: list = []
+    a = k.create_task("A", busy(10 * MS, 100 * US, log, k.sim), SCHED_OTHER)
+    b = k.create_task("B", busy(200 * US, 100 * US, log, k.sim), SCHED_OTHER, start=False)
+    c = k.create_task("C", busy(200 * US, 100 * US, log, k.sim), SCHED_OTHER, start=False)
+
+    def wake_b(_):
+        k.cpus[0].account()
+        b.vruntime = a.vruntime - 500 * US  # within the granularity: B waits, leftmost
+        k.wake_up(b)
+
+    def wake_c(_):
+        k.cpus[0].account()
+        assert a.vruntime - b.vruntime > 1 * MS  # A ran on; B is still queued
+        c.vruntime = b.vruntime + 300 * US  # right of B, far enough left of A to preempt
+        k.wake_up(c)
+
+    k.sim.at(1 * MS, wake_b)
+    k.sim.at(2 * MS, wake_c)
+    k.sim.run(until=3 * MS)
+    after = [name for t, name in log if t > 2 * MS and name != "A"]
+    assert after[:2] == ["C", "C"] and after[2:4] == ["B", "B"]
+
+
+def test_a_wakeup_while_a_reschedule_is_pending_names_no_buddy():
+    """check_preempt_wakeup() returns at test_tsk_need_resched(curr): the first wakee that
+    asked for the CPU keeps the buddy (a vanilla kernel's need_resched waits for a preemption
+    point, during which more tasks may wake)."""
+    k = kernel(ncpus=1, generation="vanilla", switch_ns=0)
+    k.create_task("A", busy(10 * MS, 1 * MS), SCHED_OTHER)
+    b = k.create_task("B", busy(100 * US), SCHED_OTHER, start=False)
+    k.sim.run(until=5 * MS)
+    cpu = k.cpus[0]
+    cpu.need_resched = True  # as if a wakeup had asked for it
+    k.wake_up(b)
+    assert cpu.rq.next is None

@@ -391,7 +391,7 @@ class Cpu:
             elif prev.prio > 0:
                 rt_dequeued(self)  # deactivate_task(): the RT runqueue is counted again
         k.balance(self, prev)
-        nxt = self.rq.pick_next(rt_allowed=not self.rt_throttled)
+        nxt = self.rq.pick_next(not self.rt_throttled, k.tunables.wakeup_granularity_ns)
         self.curr = nxt
         if prev is not None and prev is not nxt and prev.sched_out is not None:
             prev.sched_out()  # fire_sched_out_preempt_notifiers(), in prepare_task_switch()

@@ -17,7 +17,16 @@ from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
 from rtvm.kernel.sched import SchedTunables, place_entity
 from rtvm.kernel.schedstat import WakeupLatency
-from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
+from rtvm.kernel.task import (
+    NICE_0_LOAD,
+    RUNNING,
+    SCHED_FIFO,
+    SCHED_OTHER,
+    SLEEPING,
+    Code,
+    IrqFrame,
+    Task,
+)
 from rtvm.kernel.tick import add_nr_running, nr_running_change, rt_dequeued
 
 
@@ -235,8 +244,18 @@ class Kernel:
         if curr is None or t.prio > curr.prio:
             preempt = True
         elif t.prio == 0 and curr.prio == 0:
-            # check_preempt_wakeup(): the fair class asks lazily (resched_curr_lazy on -rt)
-            if curr.vruntime - t.vruntime > self.tunables.wakeup_granularity_ns:
+            # check_preempt_wakeup(): nothing to decide while a reschedule is already pending
+            # for curr (test_tsk_need_resched: TIF_NEED_RESCHED, not -rt's lazy flag); else a
+            # wakee far enough behind preempts, lazily on -rt (resched_curr_lazy), and becomes
+            # the next buddy (set_next_buddy), which the next pick prefers (RunQueue.pick_next)
+            if (cpu.need_resched and not cpu.resched_lazy) or (
+                cpu.resched_requested and not cpu.resched_requested_lazy
+            ):
+                return
+            # wakeup_gran(): the granularity in the wakee's vruntime (calc_delta_fair)
+            gran = self.tunables.wakeup_granularity_ns * NICE_0_LOAD // t.weight
+            if curr.vruntime - t.vruntime > gran:
+                cpu.rq.next = t
                 self.resched_curr(cpu, waker, lazy=True)
             return
         else:

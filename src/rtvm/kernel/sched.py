@@ -11,7 +11,12 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
   woken task preempts the current CFS task if it is ahead by more than the wakeup granularity;
   a running task is preempted on the first tick after its slice (sched_latency / nr_running,
   at least min_granularity) is used up (tick.py); a woken sleeper is placed at
-  min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS).
+  min_vruntime - sched_latency / 2 (GENTLE_FAIR_SLEEPERS). The woken task that preempts
+  becomes the runqueue's next buddy (check_preempt_wakeup -> set_next_buddy, whatever the
+  NEXT_BUDDY feature says), and the next pick runs it rather than the leftmost task unless it
+  stands more than the wakeup granularity to its right (pick_next_entity); a pick or a
+  dequeue of the buddy clears it (clear_buddies). The last buddy (LAST_BUDDY) needs
+  sched_nr_latency (8) runnable tasks on the CPU and is left out.
 - CFS balancing (4.1's idle_balance, load_balance): a CPU about to idle pulls a queued CFS task
   only if it has been idle long enough on average (avg_idle >= sysctl_sched_migration_cost,
   0.5 ms) and the task is not cache-hot (it ran less than migration_cost ago). A CPU that stays
@@ -30,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rtvm.kernel.task import Task
+from rtvm.kernel.task import NICE_0_LOAD, Task
 
 MS = 1_000_000
 
@@ -72,13 +77,15 @@ class SchedTunables:
 class RunQueue:
     """The runnable tasks of one CPU that are not running (struct rq, minus ``curr``)."""
 
-    __slots__ = ("cfs", "min_vruntime", "rt", "rt_prios")
+    __slots__ = ("cfs", "min_vruntime", "next", "rt", "rt_prios")
 
     def __init__(self) -> None:
         self.rt: dict[int, deque[Task]] = {}
         self.rt_prios: list[int] = []  # non-empty RT priorities, highest first
         self.cfs: list[Task] = []
         self.min_vruntime = 0
+        #: cfs_rq->next: the queued CFS task whose wakeup last preempted (set_next_buddy)
+        self.next: Task | None = None
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.rt.values()) + len(self.cfs)
@@ -106,6 +113,8 @@ class RunQueue:
                 self.rt_prios.remove(t.prio)
             return
         self.cfs.remove(t)
+        if self.next is t:  # dequeue_entity() -> clear_buddies()
+            self.next = None
 
     def __contains__(self, t: Task) -> bool:
         q = self.rt.get(t.prio)
@@ -117,8 +126,10 @@ class RunQueue:
             return self.rt_prios[0]
         return 0 if self.cfs else -1
 
-    def pick_next(self, rt_allowed: bool = True) -> Task | None:
-        """Remove and return the task to run next (highest RT, else smallest vruntime)."""
+    def pick_next(self, rt_allowed: bool = True, wakeup_gran_ns: int = 0) -> Task | None:
+        """Remove and return the task to run next: the highest RT one, else the CFS task with
+        the smallest vruntime, or the next buddy if it is not more than ``wakeup_gran_ns`` to
+        its right (pick_next_entity: wakeup_preempt_entity(next, left) < 1)."""
         if self.rt_prios and rt_allowed:
             prio = self.rt_prios[0]
             q = self.rt[prio]
@@ -129,6 +140,13 @@ class RunQueue:
             return t
         if self.cfs:
             t = min(self.cfs, key=_vruntime_key)
+            buddy = self.next
+            if buddy is not None:
+                # wakeup_gran(): the granularity in the leftmost's vruntime (calc_delta_fair)
+                if buddy.vruntime - t.vruntime <= wakeup_gran_ns * NICE_0_LOAD // t.weight:
+                    t = buddy
+                if buddy is t:  # clear_buddies(cfs_rq, se) for the entity picked
+                    self.next = None
             self.cfs.remove(t)
             return t
         return None
