@@ -1,5 +1,6 @@
 """Invariants over random small scenarios (hypothesis): one context per CPU at a time, a task on
-one CPU at a time, busy + idle = elapsed, time never goes back, every frame accounted for."""
+one CPU at a time, busy + idle = elapsed, time never goes back, every frame accounted for, a
+CFS next buddy is always a task queued on its runqueue."""
 
 from __future__ import annotations
 
@@ -44,15 +45,31 @@ queue_spec = st.tuples(
     tasks=st.lists(task_spec, max_size=4),
     queues=st.lists(queue_spec, min_size=1, max_size=2),
     rt_poll_list=st.booleans(),
+    wakeup_gran_us=st.sampled_from([None, 5, 20]),  # small: CFS wakees preempt, name buddies
 )
-def test_invariants(gen, tasks, queues, rt_poll_list):
+def test_invariants(gen, tasks, queues, rt_poll_list, wakeup_gran_us):
+    from dataclasses import replace
+
     from rtvm.kernel import BLOCK, NetTunables
+    from rtvm.kernel.sched import SchedTunables
 
     sim = Simulator(seed=2)
     times = []
-    sim.add_observer(lambda t, fn, arg: times.append(t))
+    stale_buddies = []
+
+    def observe(t, fn, arg):
+        times.append(t)
+        stale_buddies.extend(
+            (t, c.id) for c in k.cpus if c.rq.next is not None and c.rq.next not in c.rq.cfs
+        )
+
+    sim.add_observer(observe)
     tr = RecordingTracer()
-    k = Kernel(sim, 2, gen, tracer=tr, net=NetTunables(rt_poll_list=rt_poll_list))
+    tun = SchedTunables.for_cpus(2)
+    if wakeup_gran_us is not None:
+        tun = replace(tun, wakeup_granularity_ns=wakeup_gran_us * US)
+    net = NetTunables(rt_poll_list=rt_poll_list)
+    k = Kernel(sim, 2, gen, tracer=tr, net=net, tunables=tun)
 
     for i, (policy, prio, allowed, plan) in enumerate(tasks):
 
@@ -96,6 +113,7 @@ def test_invariants(gen, tasks, queues, rt_poll_list):
         assert c.busy_total_ns + c.idle_ns == end  # CPU time conserved
 
     assert times == sorted(times)  # time never goes back
+    assert not stale_buddies  # cleared whenever its task is picked or dequeued
 
     by_cpu: dict[int, list] = {}
     by_task: dict[str, list] = {}
