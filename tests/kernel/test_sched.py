@@ -8,6 +8,18 @@ from rtvm.kernel import BLOCK, SCHED_FIFO, SCHED_OTHER
 from rtvm.kernel.task import COND_RESCHED
 
 
+def sleep_then(k, sleep_ns: int, run_ns: int):
+    """Task code: run 1 us, sleep ``sleep_ns`` (an hrtimer wakes it), then run ``run_ns``."""
+
+    def code(t):
+        yield 1 * US
+        k.sim.after(sleep_ns, lambda _: k.wake_up(t))
+        yield BLOCK
+        yield run_ns
+
+    return code
+
+
 def test_fifo_task_preempts_cfs_task_at_once():
     k = kernel(switch_ns=0)
     log = []
@@ -60,6 +72,31 @@ def test_wakeup_goes_to_an_idle_allowed_cpu():
     t = k.create_task("w", busy(10 * US), SCHED_OTHER, allowed={0, 1})
     k.sim.run(until=5 * US)
     assert t.cpu.id != k.tasks[-2].cpu.id
+
+
+def test_a_fifo_task_stays_on_its_cpu_and_preempts_a_cfs_task_there_with_another_cpu_idle():
+    """select_task_rq_rt(): an RT wakee leaves its previous CPU only if an RT task that it
+    cannot preempt (or that cannot move) runs there; a CFS task there is preempted instead."""
+    k = kernel(ncpus=2, switch_ns=0)
+    rt = k.create_task("rt", sleep_then(k, 100 * US, 20 * US), SCHED_FIFO, 47, allowed={0, 1})
+    k.create_task("cfs", busy(1 * MS), SCHED_OTHER, allowed={0}, start=False)
+    k.sim.run(until=10 * US)  # rt started on CPU 0 and sleeps; CPU 1 stays idle
+    assert rt.cpu.id == 0
+    k.wake_up(k.tasks[-1])  # the CFS task takes CPU 0
+    k.sim.run(until=300 * US)
+    assert k.cpus[0].by_name.get("rt", 0) >= 20 * US and k.cpus[1].by_name.get("rt", 0) == 0
+    assert k.cpus[1].busy_total_ns == 0
+
+
+def test_a_fifo_task_woken_behind_a_higher_rt_task_goes_to_the_idle_cpu():
+    k = kernel(ncpus=2, switch_ns=0)
+    rt = k.create_task("rt", sleep_then(k, 100 * US, 20 * US), SCHED_FIFO, 47, allowed={0, 1})
+    k.create_task("high", busy(1 * MS), SCHED_FIFO, 50, allowed={0}, start=False)
+    k.sim.run(until=10 * US)
+    assert rt.cpu.id == 0
+    k.wake_up(k.tasks[-1])
+    k.sim.run(until=300 * US)
+    assert k.cpus[1].by_name.get("rt", 0) >= 20 * US  # find_lowest_rq(): the idle CPU
 
 
 def test_affinity_is_respected():

@@ -220,20 +220,28 @@ class Kernel:
         return True
 
     def select_task_rq(self, t: Task) -> Cpu:
-        """Wakeup placement: the previous CPU if it can run ``t`` now, else an idle allowed CPU,
-        else (RT) the allowed CPU running the lowest priority below ``t``'s (find_lowest_rq)."""
+        """Wakeup placement. A CFS task: its previous CPU if idle, else an idle allowed CPU,
+        else the previous one (select_idle_sibling). An RT task (select_task_rq_rt): its
+        previous CPU, unless what runs there is an RT task that it cannot preempt or that
+        cannot move (curr->nr_cpus_allowed < 2 || curr->prio <= p->prio); only then does it
+        look for an idle CPU, or the one running the lowest priority below its own
+        (find_lowest_rq). So a FIFO thread woken where a CFS thread runs stays and preempts
+        it, on a vanilla kernel at that thread's next preemption point, even with the other
+        CPU idle."""
         prev = t.cpu if t.cpu is not None and t.cpu.id in t.allowed else None
         if prev is not None and prev.curr_prio() < 0 and not prev.rq.cfs and not prev.rq.rt_prios:
             return prev
+        if t.prio > 0 and prev is not None:
+            curr = prev.curr
+            if curr is None or curr.prio == 0 or (curr.prio < t.prio and len(curr.allowed) > 1):
+                return prev
         allowed = [c for c in self.cpus if c.id in t.allowed]
         idle = [c for c in allowed if c.curr is None and len(c.rq) == 0]
         if idle:
             return idle[0]
         if t.prio > 0:
-            if prev is not None and prev.curr_prio() < t.prio and prev.rq.best_prio() < t.prio:
-                return prev
             lowest = min(allowed, key=lambda c: (c.curr_prio(), c.id))
-            if lowest.curr_prio() < t.prio:
+            if lowest.curr_prio() < t.prio and lowest.rq.best_prio() < t.prio:
                 return lowest
         return prev if prev is not None else allowed[0]
 

@@ -2,10 +2,12 @@
 
 What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
 - RT: a higher priority preempts at once; FIFO order within a priority; a preempted task goes
-  back to the *head* of its list, a woken one to the tail. Push/pull: a woken RT task that cannot
-  run on its CPU is pushed to an allowed CPU running something of lower priority
-  (find_lowest_rq), and a CPU about to run something of lower priority pulls a queued
-  higher-priority RT task it may run (pull_rt_task).
+  back to the *head* of its list, a woken one to the tail. A woken RT task stays on its
+  previous CPU, preempting what runs there, unless that is an RT task it cannot preempt or one
+  that cannot move (select_task_rq_rt; Kernel.select_task_rq), even with another CPU idle.
+  Push/pull: a woken RT task that cannot run on its CPU is pushed to an allowed CPU running
+  something of lower priority (find_lowest_rq), and a CPU about to run something of lower
+  priority pulls a queued higher-priority RT task it may run (pull_rt_task).
 - CFS: vruntime advances by delta * 1024 / weight, relative to its runqueue's min_vruntime
   when a task moves (a wakeup, push or pull to another CPU); the smallest vruntime runs; a
   woken task preempts the current CFS task if it is ahead by more than the wakeup granularity;
