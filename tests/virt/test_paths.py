@@ -153,11 +153,26 @@ def test_with_the_vector_on_the_rt_vcpu_no_ipi_is_needed_and_the_response_is_soo
 def test_a_reader_already_being_woken_gets_no_second_ipi():
     """Two requests 1 us apart reach the guest in one NAPI poll: the server, asleep on the RT
     vCPU, is put on its wake list once, and the second delivery finds it there (4.1's
-    try_to_wake_up() of a TASK_WAKING task does nothing): one IPI, one ICR-write exit."""
-    p = _run("virtio", times=(1 * MS, 1 * MS + 1_000))
+    try_to_wake_up() of a TASK_WAKING task does nothing): one IPI, one ICR-write exit. The
+    two vCPUs run on different host CPUs here, so the poll goes on while the RT vCPU wakes."""
+    p = build_rt_path(RtPathSpec(io="virtio"), request_times=[1 * MS, 1 * MS + 1_000])
+    housekeeping, rt = (v.task for v in p.vm.vcpus)
+    housekeeping.allowed, rt.allowed = {0}, {1}
+    p.sim.run(until=20 * MS)
     assert len(p.client.stats.completed()) == 2
     assert p.vm.guest.ipis_sent == 1 == p.vm.exits_by_reason["msr_write"]
     assert p.vm.vcpus[1].merged_injections == 0
+
+
+def test_an_rt_vcpu_woken_on_the_polling_vcpus_host_cpu_preempts_the_poll():
+    """4.1's select_task_rq_rt(): the FIFO RT vCPU, woken by the guest's IPI where the
+    housekeeping vCPU (a CFS thread) runs, stays on that host CPU and preempts it. The server
+    takes the first request before the poll delivers the second, which needs an IPI of its own."""
+    p = _run("virtio", times=(1 * MS, 1 * MS + 1_000))
+    assert len(p.client.stats.completed()) == 2
+    housekeeping, rt = (v.task for v in p.vm.vcpus)
+    assert housekeeping.cpu is rt.cpu
+    assert p.vm.guest.ipis_sent == 2 == p.vm.exits_by_reason["msr_write"]
 
 
 def test_an_unknown_guest_irq_vcpu_is_refused():
