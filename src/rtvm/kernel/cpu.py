@@ -351,6 +351,13 @@ class Cpu:
         return curr.guest_exit
 
     # -- scheduling ------------------------------------------------------------------------
+    def full_resched_pending(self) -> bool:
+        """TIF_NEED_RESCHED is set for what runs here (test_tsk_need_resched): a full request,
+        taken or with its IPI on the way; -rt's lazy flag does not count."""
+        return (self.need_resched and not self.resched_lazy) or (
+            self.resched_requested and not self.resched_requested_lazy
+        )
+
     def resched(self, lazy: bool = False) -> None:
         """resched_curr(): switch as soon as this CPU reaches a preemption point.
 

@@ -15,18 +15,9 @@ from rtvm.engine import Simulator
 from rtvm.kernel.cpu import Cpu
 from rtvm.kernel.irq import system_vector_frame
 from rtvm.kernel.profile import CostProfile, load_profile
-from rtvm.kernel.sched import SchedTunables, place_entity
+from rtvm.kernel.sched import SchedTunables, place_entity, wakeup_gran
 from rtvm.kernel.schedstat import WakeupLatency
-from rtvm.kernel.task import (
-    NICE_0_LOAD,
-    RUNNING,
-    SCHED_FIFO,
-    SCHED_OTHER,
-    SLEEPING,
-    Code,
-    IrqFrame,
-    Task,
-)
+from rtvm.kernel.task import RUNNING, SCHED_FIFO, SCHED_OTHER, SLEEPING, Code, IrqFrame, Task
 from rtvm.kernel.tick import add_nr_running, nr_running_change, rt_dequeued
 
 
@@ -256,13 +247,9 @@ class Kernel:
             # for curr (test_tsk_need_resched: TIF_NEED_RESCHED, not -rt's lazy flag); else a
             # wakee far enough behind preempts, lazily on -rt (resched_curr_lazy), and becomes
             # the next buddy (set_next_buddy), which the next pick prefers (RunQueue.pick_next)
-            if (cpu.need_resched and not cpu.resched_lazy) or (
-                cpu.resched_requested and not cpu.resched_requested_lazy
-            ):
+            if cpu.full_resched_pending():
                 return
-            # wakeup_gran(): the granularity in the wakee's vruntime (calc_delta_fair)
-            gran = self.tunables.wakeup_granularity_ns * NICE_0_LOAD // t.weight
-            if curr.vruntime - t.vruntime > gran:
+            if curr.vruntime - t.vruntime > wakeup_gran(self.tunables.wakeup_granularity_ns, t):
                 cpu.rq.next = t
                 self.resched_curr(cpu, waker, lazy=True)
             return
@@ -283,10 +270,7 @@ class Kernel:
             cpu.resched(lazy)
             return
         lazy = lazy and self.gen.preempt_lazy
-        full_pending = (cpu.need_resched and not cpu.resched_lazy) or (
-            cpu.resched_requested and not cpu.resched_requested_lazy
-        )
-        if full_pending or (lazy and (cpu.need_resched or cpu.resched_requested)):
+        if cpu.full_resched_pending() or (lazy and (cpu.need_resched or cpu.resched_requested)):
             return
         if cpu.resched_requested:  # a lazy request's IPI is on its way: it carries this one
             cpu.resched_requested_lazy = False

@@ -144,8 +144,7 @@ class RunQueue:
             t = min(self.cfs, key=_vruntime_key)
             buddy = self.next
             if buddy is not None:
-                # wakeup_gran(): the granularity in the leftmost's vruntime (calc_delta_fair)
-                if buddy.vruntime - t.vruntime <= wakeup_gran_ns * NICE_0_LOAD // t.weight:
+                if buddy.vruntime - t.vruntime <= wakeup_gran(wakeup_gran_ns, t):
                     t = buddy
                 if buddy is t:  # clear_buddies(cfs_rq, se) for the entity picked
                     self.next = None
@@ -158,6 +157,12 @@ class RunQueue:
 
     def cfs_weight(self) -> int:
         return sum(t.weight for t in self.cfs)
+
+
+def wakeup_gran(gran_ns: int, se: Task) -> int:
+    """wakeup_gran(): sysctl_sched_wakeup_granularity in ``se``'s vruntime (calc_delta_fair:
+    scaled by NICE_0_LOAD / weight), for a wakeup's preemption test and the next-buddy pick."""
+    return gran_ns * NICE_0_LOAD // se.weight
 
 
 def _vruntime_key(t: Task) -> int:
