@@ -8,12 +8,14 @@ from rtvm.kernel import BLOCK, SCHED_FIFO, SCHED_OTHER
 from rtvm.kernel.task import COND_RESCHED
 
 
-def sleep_then(k, sleep_ns: int, run_ns: int):
-    """Task code: run 1 us, sleep ``sleep_ns`` (an hrtimer wakes it), then run ``run_ns``."""
+def sleep_then(k, sleep_ns: int, run_ns: int, waker: int | None = None):
+    """Task code: run 1 us, sleep ``sleep_ns`` (an hrtimer wakes it; from CPU ``waker`` if
+    given), then run ``run_ns``."""
 
     def code(t):
         yield 1 * US
-        k.sim.after(sleep_ns, lambda _: k.wake_up(t))
+        by = None if waker is None else k.cpus[waker]
+        k.sim.after(sleep_ns, lambda _: k.wake_up(t, by))
         yield BLOCK
         yield run_ns
 
@@ -97,6 +99,46 @@ def test_a_fifo_task_woken_behind_a_higher_rt_task_goes_to_the_idle_cpu():
     k.wake_up(k.tasks[-1])
     k.sim.run(until=300 * US)
     assert k.cpus[1].by_name.get("rt", 0) >= 20 * US  # find_lowest_rq(): the idle CPU
+
+
+def _rt_woken_behind_a_higher_rt_task_on_three_cpus(waker: int | None):
+    """CPU 0: the RT wakee's previous CPU, taken by a FIFO 50 task; CPU 1: a CFS task; CPU 2
+    idle. Returns the CPU the wakee ran on."""
+    k = kernel(ncpus=3, switch_ns=0)
+    rt = k.create_task("rt", sleep_then(k, 100 * US, 20 * US, waker), SCHED_FIFO, 47)
+    k.sim.run(until=10 * US)
+    assert rt.cpu.id == 0
+    k.create_task("high", busy(1 * MS), SCHED_FIFO, 50, allowed={0})
+    k.create_task("cfs", busy(1 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=300 * US)
+    ran = [c.id for c in k.cpus if c.by_name.get("rt", 0) >= 20 * US]
+    assert len(ran) == 1
+    return ran[0]
+
+
+def test_find_lowest_rq_ranks_an_idle_cpu_with_a_cfs_one():
+    """4.1's cpupri never sets CPUPRI_IDLE: an idle CPU and a CFS one are both CPUPRI_NORMAL,
+    and find_lowest_rq() takes the first of them by number, not the idle one."""
+    assert _rt_woken_behind_a_higher_rt_task_on_three_cpus(waker=None) == 1
+
+
+def test_find_lowest_rq_prefers_the_waking_cpu_within_the_lowest_level():
+    """find_lowest_rq(): the CPU doing the wakeup (smp_processor_id()), if it stands at the
+    lowest level, before the first by number."""
+    assert _rt_woken_behind_a_higher_rt_task_on_three_cpus(waker=2) == 2
+
+
+def test_find_lowest_rq_takes_the_lowest_level_over_a_lower_number():
+    """cpupri_find() looks at the lowest level first: a CPU running CFS tasks before one
+    running a lower RT task, whatever their numbers."""
+    k = kernel(ncpus=3, switch_ns=0)
+    rt = k.create_task("rt", sleep_then(k, 100 * US, 20 * US), SCHED_FIFO, 47)
+    k.sim.run(until=10 * US)
+    k.create_task("high", busy(1 * MS), SCHED_FIFO, 50, allowed={0})
+    k.create_task("low", busy(1 * MS), SCHED_FIFO, 10, allowed={1})
+    k.create_task("cfs", busy(1 * MS), SCHED_OTHER, allowed={2})
+    k.sim.run(until=300 * US)
+    assert rt.cpu.id == 2 and k.cpus[2].by_name.get("rt", 0) >= 20 * US
 
 
 def test_affinity_is_respected():

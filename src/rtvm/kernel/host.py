@@ -189,7 +189,7 @@ class Kernel:
         t.state = RUNNING
         t.nr_wakeups += 1
         t.woken_at = self.sim.now
-        cpu = self.select_task_rq(t)
+        cpu = self.select_task_rq(t, waker)
         if cpu is not t.cpu:
             t.nr_migrations += 1
             if t.cpu is not None:  # task_waking_fair(), enqueue_entity(ENQUEUE_WAKING)
@@ -210,15 +210,15 @@ class Kernel:
         self._check_preempt(cpu, t, waker)
         return True
 
-    def select_task_rq(self, t: Task) -> Cpu:
+    def select_task_rq(self, t: Task, waker: Cpu | None = None) -> Cpu:
         """Wakeup placement. A CFS task: its previous CPU if idle, else an idle allowed CPU,
         else the previous one (select_idle_sibling). An RT task (select_task_rq_rt): its
         previous CPU, unless what runs there is an RT task that it cannot preempt or that
-        cannot move (curr->nr_cpus_allowed < 2 || curr->prio <= p->prio); only then does it
-        look for an idle CPU, or the one running the lowest priority below its own
-        (find_lowest_rq). So a FIFO thread woken where a CFS thread runs stays and preempts
-        it, on a vanilla kernel at that thread's next preemption point, even with the other
-        CPU idle."""
+        cannot move (curr->nr_cpus_allowed < 2 || curr->prio <= p->prio); only then the CPU
+        that find_lowest_rq() names, if its highest priority is below the wakee's. So a FIFO
+        thread woken where a CFS thread runs stays and preempts it, on a vanilla kernel at
+        that thread's next preemption point, even with another CPU idle. A task without a
+        previous CPU (its first start) takes an idle allowed CPU, as a CFS task does."""
         prev = t.cpu if t.cpu is not None and t.cpu.id in t.allowed else None
         if prev is not None and prev.curr_prio() < 0 and not prev.rq.cfs and not prev.rq.rt_prios:
             return prev
@@ -226,15 +226,37 @@ class Kernel:
             curr = prev.curr
             if curr is None or curr.prio == 0 or (curr.prio < t.prio and len(curr.allowed) > 1):
                 return prev
+            target = self.find_lowest_rq(t, waker)
+            return target if target is not None else prev
         allowed = [c for c in self.cpus if c.id in t.allowed]
         idle = [c for c in allowed if c.curr is None and len(c.rq) == 0]
         if idle:
             return idle[0]
         if t.prio > 0:
-            lowest = min(allowed, key=lambda c: (c.curr_prio(), c.id))
-            if lowest.curr_prio() < t.prio and lowest.rq.best_prio() < t.prio:
-                return lowest
+            target = self.find_lowest_rq(t, waker)
+            if target is not None:
+                return target
         return prev if prev is not None else allowed[0]
+
+    def find_lowest_rq(self, t: Task, this_cpu: Cpu | None) -> Cpu | None:
+        """find_lowest_rq() (4.1): among the CPUs ``t`` may run on, those at the lowest cpupri
+        level below ``t``'s priority (cpupri_find); of them ``t``'s own CPU, else the CPU
+        doing the wakeup or push (``this_cpu``: smp_processor_id(), inside the shared
+        SD_WAKE_AFFINE domain), else the first by number. None if ``t`` is pinned or no CPU
+        stands below it. An idle CPU is no better than one running CFS tasks: both are
+        CPUPRI_NORMAL, as 4.1 never sets CPUPRI_IDLE."""
+        if len(t.allowed) < 2:
+            return None
+        below = [(cpupri(c), c) for c in self.cpus if c.id in t.allowed and cpupri(c) < t.prio]
+        if not below:
+            return None
+        low = min(level for level, _ in below)
+        lowest_mask = [c for level, c in below if level == low]
+        if t.cpu in lowest_mask:
+            return t.cpu
+        if this_cpu in lowest_mask:
+            return this_cpu
+        return lowest_mask[0]
 
     def _check_preempt(self, cpu: Cpu, t: Task, waker: Cpu | None) -> None:
         """check_preempt_curr(): does ``t`` preempt what runs on ``cpu``? Remote CPUs learn of
@@ -289,18 +311,10 @@ class Kernel:
         """push_rt_task(): move a queued RT task to an allowed CPU running lower priority.
         The CPU that woke ``t`` (``by``; None: ``cpu`` itself) does it (task_woken_rt in
         ttwu_do_activate), so the kicks and the reschedule it sends leave from there."""
-        targets = [
-            c
-            for c in self.cpus
-            if c is not cpu
-            and c.id in t.allowed
-            and c.curr_prio() < t.prio
-            and c.rq.best_prio() < t.prio
-        ]
-        if not targets:
-            return
-        dest = min(targets, key=lambda c: (c.curr_prio(), c.id))
         src = by if by is not None else cpu
+        dest = self.find_lowest_rq(t, src)
+        if dest is None or dest is cpu:
+            return
         cpu.rq.dequeue(t)
         rt_dequeued(cpu, src)
         _migrate_vruntime(t, cpu, dest)
@@ -495,6 +509,17 @@ class Kernel:
         elapsed = self.sim.now
         by_cpu = [100.0 * c.busy_total_ns / elapsed if elapsed else 0.0 for c in self.cpus]
         return {"cpu_util_pct": sum(by_cpu) / len(by_cpu), "cpu_util_pct_by_cpu": by_cpu}
+
+
+def cpupri(cpu: Cpu) -> int:
+    """``cpu``'s level in 4.1's cpupri: the highest RT priority running or queued there
+    (rq->rt.highest_prio.curr), else 0 (CPUPRI_NORMAL). An idle CPU stands at the same level as
+    one running CFS tasks: 4.1 never sets CPUPRI_IDLE (Eggemann's 2020 cleanup, "sched/cpupri:
+    Remove pri_to_cpu[CPUPRI_IDLE]", removed the level as never used)."""
+    curr = cpu.curr
+    level = curr.prio if curr is not None and curr.prio > 0 else 0
+    queued = cpu.rq.rt_prios
+    return max(level, queued[0]) if queued else level
 
 
 def _migrate_vruntime(t: Task, src: Cpu, dest: Cpu) -> None:
