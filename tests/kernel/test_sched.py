@@ -172,6 +172,56 @@ def test_rt_pull_when_a_cpu_drops_priority():
     assert waiter.state == "X"
 
 
+def test_no_pull_of_an_rt_task_queued_behind_a_cfs_task_in_kernel_code():
+    """PREEMPT_NONE: a FIFO task woken where a CFS task runs kernel code waits for its next
+    preemption point. A CPU that drops from RT meanwhile does not pull it: its CPU is not
+    RT-overloaded (one RT task), and 4.1 skips a task that beats what runs on its CPU."""
+    k = kernel(ncpus=2, switch_ns=0, generation="vanilla")
+    rt = k.create_task("rt", sleep_then(k, 100 * US, 20 * US), SCHED_FIFO, 47)
+    k.sim.run(until=10 * US)
+    assert rt.cpu.id == 0
+    k.create_task("hog", busy(300 * US), SCHED_OTHER, allowed={0})
+    k.create_task("short", busy(150 * US), SCHED_FIFO, 50, allowed={1})
+    k.sim.run(until=600 * US)
+    assert k.cpus[1].by_name.get("rt", 0) == 0  # CPU 1 idled from 160 us, and left it there
+    assert k.cpus[0].by_name.get("rt", 0) >= 20 * US
+    assert k.cpus[0].by_name.get("hog", 0) >= 300 * US  # the hog ran out first
+
+
+def test_no_pull_of_an_rt_task_whose_reschedule_ipi_is_in_flight():
+    """The waker's CPU drops from RT before its reschedule IPI lands on the wakee's CPU: it
+    does not take the wakee, which runs where it was woken once the IPI lands."""
+    k = kernel(ncpus=2, switch_ns=0)
+    rt = k.create_task("rt", sleep_then(k, 1 * MS, 20 * US), SCHED_FIFO, 47)
+    k.sim.run(until=10 * US)
+    assert rt.cpu.id == 0
+    k.create_task("hog", busy(300 * US), SCHED_OTHER, allowed={0})
+
+    def waker(t):
+        yield 50 * US
+        k.wake_up(rt, k.cpus[1])
+        yield 10  # ends long before the IPI lands on CPU 0
+
+    k.create_task("waker", waker, SCHED_FIFO, 50, allowed={1})
+    k.sim.run(until=200 * US)
+    assert k.cpus[1].by_name.get("rt", 0) == 0 and k.cpus[0].by_name.get("rt", 0) >= 20 * US
+
+
+def test_a_running_task_lowered_by_pi_pulls_a_queued_rt_task():
+    """prio_changed_rt(): a running task whose priority drops pulls from an RT-overloaded
+    CPU a queued task that now beats it, and is preempted by it."""
+    k = kernel(ncpus=2, switch_ns=0)
+    k.create_task("long0", busy(2 * MS), SCHED_FIFO, 60, allowed={0})
+    boosted = k.create_task("boosted", busy(2 * MS), SCHED_FIFO, 60, allowed={1})
+    k.sim.run(until=5 * US)
+    waiter = k.create_task("waiter", busy(30 * US), SCHED_FIFO, 30, allowed={0, 1})
+    k.sim.run(until=20 * US)
+    assert waiter in k.cpus[0].rq
+    k.set_effective_prio(boosted, 10)
+    k.sim.run(until=100 * US)
+    assert k.cpus[1].by_name.get("waiter", 0) >= 30 * US
+
+
 def test_rt_throttling_leaves_cfs_its_share():
     from rtvm.kernel.sched import SchedTunables
 

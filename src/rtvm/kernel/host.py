@@ -326,26 +326,49 @@ class Kernel:
         self.resched_curr(dest, src)
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
-        """Before picking: pull_rt_task(), then idle_balance() if nothing is left to run."""
-        best_here = cpu.rq.best_prio()
-        for other in self.cpus:
-            if other is cpu:
-                continue
-            for t in other.rq.rt_tasks():
-                if cpu.id in t.allowed and t.prio > best_here:
-                    other.rq.dequeue(t)
-                    rt_dequeued(other, cpu)  # the puller's dequeue: a kick to ``other`` is remote
-                    _migrate_vruntime(t, other, cpu)
-                    t.cpu = cpu
-                    t.nr_migrations += 1
-                    change = nr_running_change(cpu, t, in_schedule=True)
-                    cpu.rq.enqueue(t)
-                    add_nr_running(cpu, change, cpu, defer=True)  # inside schedule()
-                    best_here = t.prio
-                    break
-        if best_here >= 0:
+        """Before picking: pull_rt_task() if an RT task is leaving this CPU to lower-priority
+        work (need_pull_rt_task: prev is RT and nothing of its priority is queued here),
+        then idle_balance() if nothing is left to run."""
+        if prev is not None and prev.prio > cpu.rq.best_prio() and prev.prio > 0:
+            self.pull_rt_task(cpu, in_schedule=True)
+        if cpu.rq.best_prio() >= 0:
             return
         self._idle_balance(cpu)
+
+    def pull_rt_task(self, cpu: Cpu, in_schedule: bool = False) -> bool:
+        """pull_rt_task() (4.1): from each other CPU that is RT-overloaded (two or more RT
+        tasks, one of which may move: rt_set_overload), take its highest queued RT task that
+        may run here, if that beats what this CPU has queued, unless it beats what runs on
+        its own CPU: then it is about to run there, and 4.1 leaves it ("p->prio <
+        src_rq->curr->prio: goto skip"). So a CPU never pulls a task queued behind a CFS
+        thread or an idle task, nor one waiting only for its reschedule IPI to land. Returns
+        whether it pulled. ``in_schedule``: called from schedule(), whose switch carries the
+        nohz kick."""
+        best_here = cpu.rq.best_prio()
+        curr = cpu.curr
+        if not in_schedule and curr is not None and curr.prio > best_here:
+            best_here = curr.prio  # rt.highest_prio.curr counts the running task (lowered)
+        pulled = False
+        for src in self.cpus:
+            if src is cpu or not _rt_overloaded(src):
+                continue
+            p = next((t for t in src.rq.rt_tasks() if cpu.id in t.allowed), None)
+            if p is None or p.prio <= best_here:
+                continue
+            curr = src.curr
+            if curr is None or p.prio > curr.prio:
+                continue
+            src.rq.dequeue(p)
+            rt_dequeued(src, cpu)  # the puller's dequeue: a kick to ``src`` is remote
+            _migrate_vruntime(p, src, cpu)
+            p.cpu = cpu
+            p.nr_migrations += 1
+            change = nr_running_change(cpu, p, in_schedule=in_schedule)
+            cpu.rq.enqueue(p)
+            add_nr_running(cpu, change, cpu, defer=in_schedule)
+            best_here = p.prio
+            pulled = True
+        return pulled
 
     def _idle_balance(self, cpu: Cpu) -> None:
         """idle_balance() (4.1): stamp the start of idle; pull a queued CFS task only if this
@@ -462,11 +485,17 @@ class Kernel:
             self._check_preempt(cpu, t, by)
         elif t is cpu.curr:
             if old > 0 and t.prio == 0:
+                # switched_from_rt(): the last RT task here left the class, so pull; then
                 # switched_to_fair(): back in CFS, its slice starts again (set_curr_task_fair)
                 # and the running task is rescheduled at once, to let CFS pick
+                if not cpu.rq.rt_prios:
+                    self.pull_rt_task(cpu)
                 t.slice_exec_start = t.exec_ns
                 self.resched_curr(cpu, by)
-            elif cpu.rq.best_prio() > t.prio:
+                return
+            if 0 < t.prio < old:
+                self.pull_rt_task(cpu)  # prio_changed_rt(): lowered while running: pull
+            if cpu.rq.best_prio() > t.prio:
                 self.resched_curr(cpu, by)  # lowered below a queued task
 
     # -- RT throttling ---------------------------------------------------------------------
@@ -520,6 +549,16 @@ def cpupri(cpu: Cpu) -> int:
     level = curr.prio if curr is not None and curr.prio > 0 else 0
     queued = cpu.rq.rt_prios
     return max(level, queued[0]) if queued else level
+
+
+def _rt_overloaded(cpu: Cpu) -> bool:
+    """rt_rq->overloaded (update_rt_migration): two or more RT tasks on ``cpu``, what runs
+    there included, at least one of which may run elsewhere (rt_nr_migratory)."""
+    curr = cpu.curr
+    tasks = cpu.rq.rt_tasks()
+    if curr is not None and curr.prio > 0 and curr not in tasks:
+        tasks = [curr, *tasks]
+    return len(tasks) > 1 and any(len(t.allowed) > 1 for t in tasks)
 
 
 def _migrate_vruntime(t: Task, src: Cpu, dest: Cpu) -> None:
