@@ -126,7 +126,7 @@ def install(pelt: Pelt) -> None:
             pelt.update(t, now, True)
         return woke
 
-    def hooked_select(self: Kernel, t: Task) -> Cpu:
+    def hooked_select(self: Kernel, t: Task, waker: Cpu | None = None) -> Cpu:
         this = waking[0]
         prev = t.cpu
         if (
@@ -137,7 +137,7 @@ def install(pelt: Pelt) -> None:
             or this.id not in t.allowed
             or (this.curr is not None and pelt.wake_wide(this.curr, t))
         ):
-            return select(self, t)
+            return select(self, t, waker)
         pelt.asked += 1
         now = self.sim.now
         this_load = pelt.cpu_load(self, this, now)
@@ -146,7 +146,7 @@ def install(pelt: Pelt) -> None:
         prev_pct = 100 + (IMBALANCE_PCT - 100) // 2
         balanced = this_load <= 0 or 100 * (this_load + w) <= prev_pct * prev_load
         if not balanced:
-            return select(self, t)
+            return select(self, t, waker)
         # select_idle_sibling(p, this): this if idle, else prev if idle, else any idle CPU
         for c in (this, prev, *self.cpus):
             if c.id in t.allowed and c.curr is None and len(c.rq) == 0:

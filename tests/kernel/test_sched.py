@@ -160,6 +160,61 @@ def test_rt_push_moves_a_waking_rt_task_to_a_cpu_running_lower_priority():
     assert mid.exec_ns >= 50 * US
 
 
+def test_an_rt_task_preempted_by_a_higher_one_is_pushed_to_a_cpu_running_cfs():
+    """post_schedule_rt(): after a switch to an RT task, the RT tasks queued behind it that
+    may move are pushed to CPUs of lower priority; the preempted one preempts a CFS task."""
+    k = kernel(ncpus=2, switch_ns=0)
+    low = k.create_task("low", busy(100 * US), SCHED_FIFO, 10, allowed={0, 1})
+    k.create_task("hog", busy(1 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=10 * US)
+    assert low.cpu.id == 0
+    k.create_task("high", busy(200 * US), SCHED_FIFO, 50, allowed={0})
+    k.sim.run(until=150 * US)
+    assert low.cpu.id == 1 and low.exec_ns >= 100 * US  # done on CPU 1 while "high" ran
+
+
+def test_an_rt_task_in_a_migrate_disabled_section_is_not_pushed():
+    """On 4.1-rt local_bh_disable() calls migrate_disable(): the preempted task "can't be
+    pushed to another CPU but can be preempted", so it waits for its own CPU."""
+    k = kernel(ncpus=2, switch_ns=0)
+
+    def in_bh_section(t):
+        t.bh_count += 1  # local_bh_disable()
+        yield 100 * US
+        t.bh_count -= 1
+
+    low = k.create_task("low", in_bh_section, SCHED_FIFO, 10, allowed={0, 1})
+    k.create_task("hog", busy(1 * MS), SCHED_OTHER, allowed={1})
+    k.sim.run(until=10 * US)
+    k.create_task("high", busy(200 * US), SCHED_FIFO, 50, allowed={0})
+    k.sim.run(until=150 * US)
+    assert low.cpu.id == 0 and low.exec_ns < 20 * US  # still waiting behind "high"
+    k.sim.run(until=400 * US)
+    assert low.cpu.id == 0 and low.exec_ns >= 100 * US
+
+
+def test_a_task_that_slept_in_a_migrate_disabled_section_wakes_on_its_cpu():
+    """-rt's select_task_rq() asks the class only if tsk_nr_cpus_allowed(p) > 1: a thread that
+    blocked on a sleeping lock inside local_bh_disable() wakes where it slept, even with
+    another CPU idle."""
+    k = kernel(ncpus=2, switch_ns=0)
+
+    def blocks_in_bh_section(t):
+        t.bh_count += 1
+        yield 1 * US
+        k.sim.after(50 * US, lambda _: k.wake_up(t))
+        yield BLOCK  # rt_spin_lock() of a contended lock
+        yield 20 * US
+        t.bh_count -= 1
+
+    w = k.create_task("w", blocks_in_bh_section, SCHED_OTHER, allowed={0, 1})
+    k.sim.run(until=5 * US)
+    assert w.cpu.id == 0
+    k.create_task("hog", busy(300 * US), SCHED_OTHER, allowed={0})
+    k.sim.run(until=1 * MS)
+    assert k.cpus[1].by_name.get("w", 0) == 0 and w.exec_ns >= 21 * US
+
+
 def test_rt_pull_when_a_cpu_drops_priority():
     k = kernel(ncpus=2, switch_ns=0)
     k.create_task("short", busy(20 * US), SCHED_FIFO, 60, allowed={1})

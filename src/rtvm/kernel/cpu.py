@@ -430,6 +430,8 @@ class Cpu:
             tick_nohz_restart(self)  # tick_nohz_idle_exit(): leaving idle restarts the tick
         if nxt is not prev:
             tick_nohz_task_switch(self)  # finish_task_switch()
+        if nxt.prio > 0 and self.rq.rt_prios:
+            k.push_rt_tasks(self)  # post_schedule_rt(): queued RT tasks that may move go
         if self.pending_irqs:  # an interrupt raised while code ran here comes first
             self._take_pending_irq()
             return

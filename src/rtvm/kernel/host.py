@@ -220,11 +220,13 @@ class Kernel:
         that thread's next preemption point, even with another CPU idle. A task without a
         previous CPU (its first start) takes an idle allowed CPU, as a CFS task does."""
         prev = t.cpu if t.cpu is not None and t.cpu.id in t.allowed else None
+        if prev is not None and not self.migratable(t):
+            return prev  # select_task_rq(): only if tsk_nr_cpus_allowed(p) > 1
         if prev is not None and prev.curr_prio() < 0 and not prev.rq.cfs and not prev.rq.rt_prios:
             return prev
         if t.prio > 0 and prev is not None:
             curr = prev.curr
-            if curr is None or curr.prio == 0 or (curr.prio < t.prio and len(curr.allowed) > 1):
+            if curr is None or curr.prio == 0 or (curr.prio < t.prio and self.migratable(curr)):
                 return prev
             target = self.find_lowest_rq(t, waker)
             return target if target is not None else prev
@@ -238,6 +240,14 @@ class Kernel:
                 return target
         return prev if prev is not None else allowed[0]
 
+    def migratable(self, t: Task) -> bool:
+        """May ``t`` move to another CPU (p->nr_cpus_allowed > 1)? On the RT kernels not inside
+        a migrate-disabled section: local_bh_disable() and rt_spin_lock() call migrate_disable(),
+        after which -rt's tsk_cpus_allowed() is the task's own CPU ("the task can't be pushed
+        to another CPU but can be preempted"), so it is neither pushed nor pulled, and it wakes
+        where it slept."""
+        return len(t.allowed) > 1 and not (t.bh_count > 0 and self.gen.preempt_rt)
+
     def find_lowest_rq(self, t: Task, this_cpu: Cpu | None) -> Cpu | None:
         """find_lowest_rq() (4.1): among the CPUs ``t`` may run on, those at the lowest cpupri
         level below ``t``'s priority (cpupri_find); of them ``t``'s own CPU, else the CPU
@@ -245,7 +255,7 @@ class Kernel:
         SD_WAKE_AFFINE domain), else the first by number. None if ``t`` is pinned or no CPU
         stands below it. An idle CPU is no better than one running CFS tasks: both are
         CPUPRI_NORMAL, as 4.1 never sets CPUPRI_IDLE."""
-        if len(t.allowed) < 2:
+        if not self.migratable(t):
             return None
         below = [(cpupri(c), c) for c in self.cpus if c.id in t.allowed and cpupri(c) < t.prio]
         if not below:
@@ -307,14 +317,15 @@ class Kernel:
         self.sim.after(self.costs.ipi_cross_cpu, _ipi_resched, cpu)
 
     # -- balancing -------------------------------------------------------------------------
-    def _push_rt(self, cpu: Cpu, t: Task, by: Cpu | None = None) -> None:
-        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority.
-        The CPU that woke ``t`` (``by``; None: ``cpu`` itself) does it (task_woken_rt in
-        ttwu_do_activate), so the kicks and the reschedule it sends leave from there."""
+    def _push_rt(self, cpu: Cpu, t: Task, by: Cpu | None = None) -> bool:
+        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority
+        (find_lowest_rq). The CPU that does it (``by``; None: ``cpu`` itself: the waker in
+        task_woken_rt, ``cpu`` after its own switch) sends the kicks and the reschedule.
+        Returns whether it moved."""
         src = by if by is not None else cpu
         dest = self.find_lowest_rq(t, src)
         if dest is None or dest is cpu:
-            return
+            return False
         cpu.rq.dequeue(t)
         rt_dequeued(cpu, src)
         _migrate_vruntime(t, cpu, dest)
@@ -324,6 +335,17 @@ class Kernel:
         dest.rq.enqueue(t)
         add_nr_running(dest, change, src)
         self.resched_curr(dest, src)
+        return True
+
+    def push_rt_tasks(self, cpu: Cpu) -> None:
+        """post_schedule_rt() -> push_rt_tasks() (4.1): after ``cpu`` switched to an RT task,
+        push its queued RT tasks that may run elsewhere (the pushable list, highest first)
+        to CPUs of lower priority, until one finds none. So an RT task preempted by a higher
+        one does not wait behind it while another CPU runs CFS work."""
+        while True:
+            t = next((x for x in cpu.rq.rt_tasks() if self.migratable(x)), None)
+            if t is None or not self._push_rt(cpu, t, cpu):
+                return
 
     def balance(self, cpu: Cpu, prev: Task | None) -> None:
         """Before picking: pull_rt_task() if an RT task is leaving this CPU to lower-priority
@@ -352,7 +374,9 @@ class Kernel:
         for src in self.cpus:
             if src is cpu or not _rt_overloaded(src):
                 continue
-            p = next((t for t in src.rq.rt_tasks() if cpu.id in t.allowed), None)
+            p = next(
+                (t for t in src.rq.rt_tasks() if cpu.id in t.allowed and self.migratable(t)), None
+            )
             if p is None or p.prio <= best_here:
                 continue
             curr = src.curr
@@ -393,12 +417,13 @@ class Kernel:
         cpu.idle_stamp = None
 
     def _cfs_candidates(self, cpu: Cpu) -> list[Task]:
-        """Queued CFS tasks of other CPUs that ``cpu`` may run, busiest CPU first."""
+        """Queued CFS tasks of other CPUs that ``cpu`` may run, busiest CPU first (not one in
+        a migrate-disabled section: can_migrate_task() tests tsk_cpus_allowed())."""
         others = sorted(
             (c for c in self.cpus if c is not cpu and c.rq.cfs),
             key=lambda c: (-len(c.rq.cfs), c.id),
         )
-        return [t for c in others for t in c.rq.cfs if cpu.id in t.allowed]
+        return [t for c in others for t in c.rq.cfs if cpu.id in t.allowed and self.migratable(t)]
 
     def _pull_cfs(self, cpu: Cpu, queued: list[Task], hot_ok: bool) -> bool:
         """load_balance() for an idle CPU, reduced to what two CPUs need: move one of the
