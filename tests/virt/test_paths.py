@@ -168,11 +168,17 @@ def test_an_rt_vcpu_woken_on_the_polling_vcpus_host_cpu_preempts_the_poll():
     """4.1's select_task_rq_rt(): the FIFO RT vCPU, woken by the guest's IPI where the
     housekeeping vCPU (a CFS thread) runs, stays on that host CPU and preempts it. The server
     takes the first request before the poll delivers the second, which needs an IPI of its own."""
-    p = _run("virtio", times=(1 * MS, 1 * MS + 1_000))
-    assert len(p.client.stats.completed()) == 2
+    times = [1 * MS, 10 * MS, 10 * MS + 1_000]
+    p = build_rt_path(RtPathSpec(io="virtio"), request_times=times)
     housekeeping, rt = (v.task for v in p.vm.vcpus)
+    housekeeping.allowed, rt.allowed = {0}, {0}  # the first request puts both on host CPU 0
+    p.sim.run(until=5 * MS)
+    assert housekeeping.cpu is rt.cpu is p.kernel.cpus[0]
+    rt.allowed = {0, 1}  # now the RT vCPU may move, and host CPU 1 is idle
+    p.sim.run(until=20 * MS)
+    assert len(p.client.stats.completed()) == 3
     assert housekeeping.cpu is rt.cpu
-    assert p.vm.guest.ipis_sent == 2 == p.vm.exits_by_reason["msr_write"]
+    assert p.vm.guest.ipis_sent == 3 == p.vm.exits_by_reason["msr_write"]
 
 
 def test_an_unknown_guest_irq_vcpu_is_refused():
