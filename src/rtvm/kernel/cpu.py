@@ -431,7 +431,7 @@ class Cpu:
         if nxt is not prev:
             tick_nohz_task_switch(self)  # finish_task_switch()
         if nxt.prio > 0 and self.rq.rt_prios:
-            k.push_rt_tasks(self)  # post_schedule_rt(): queued RT tasks that may move go
+            k.push_rt_tasks(self)  # post_schedule_rt(): the queued RT tasks may move away
         if self.pending_irqs:  # an interrupt raised while code ran here comes first
             self._take_pending_irq()
             return

@@ -318,10 +318,10 @@ class Kernel:
 
     # -- balancing -------------------------------------------------------------------------
     def _push_rt(self, cpu: Cpu, t: Task, by: Cpu | None = None) -> bool:
-        """push_rt_task(): move a queued RT task to an allowed CPU running lower priority
-        (find_lowest_rq). The CPU that does it (``by``; None: ``cpu`` itself: the waker in
-        task_woken_rt, ``cpu`` after its own switch) sends the kicks and the reschedule.
-        Returns whether it moved."""
+        """push_rt_task(): move ``t``, queued on ``cpu``, to an allowed CPU running lower
+        priority (find_lowest_rq). ``by`` is the CPU doing it, which sends the kicks and the
+        reschedule: the waker in task_woken_rt, ``cpu`` itself after its own switch (None:
+        ``cpu``). Returns whether it moved."""
         src = by if by is not None else cpu
         dest = self.find_lowest_rq(t, src)
         if dest is None or dest is cpu:
@@ -379,9 +379,9 @@ class Kernel:
             )
             if p is None or p.prio <= best_here:
                 continue
-            curr = src.curr
-            if curr is None or p.prio > curr.prio:
-                continue
+            running = src.curr
+            if running is None or p.prio > running.prio:
+                continue  # it is about to run on its own CPU
             src.rq.dequeue(p)
             rt_dequeued(src, cpu)  # the puller's dequeue: a kick to ``src`` is remote
             _migrate_vruntime(p, src, cpu)
@@ -578,7 +578,8 @@ def cpupri(cpu: Cpu) -> int:
 
 def _rt_overloaded(cpu: Cpu) -> bool:
     """rt_rq->overloaded (update_rt_migration): two or more RT tasks on ``cpu``, what runs
-    there included, at least one of which may run elsewhere (rt_nr_migratory)."""
+    there included, at least one of which may run elsewhere (rt_nr_migratory, which on 4.1-rt
+    counts affinity only, not migrate_disable)."""
     curr = cpu.curr
     tasks = cpu.rq.rt_tasks()
     if curr is not None and curr.prio > 0 and curr not in tasks:

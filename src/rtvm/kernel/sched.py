@@ -5,12 +5,15 @@ What is modelled (kernel/sched/rt.c, fair.c; kernel-facts.md section 6):
   back to the *head* of its list, a woken one to the tail. A woken RT task stays on its
   previous CPU, preempting what runs there, unless that is an RT task it cannot preempt or one
   that cannot move (select_task_rq_rt; Kernel.select_task_rq), even with another CPU idle.
-  Push/pull: a woken RT task that cannot run on its CPU is pushed to an allowed CPU running
-  something of lower priority (find_lowest_rq), and a CPU about to run something of lower
-  priority pulls a queued higher-priority RT task it may run (pull_rt_task). find_lowest_rq
-  ranks CPUs by cpupri, their highest RT priority, and an idle CPU stands with one running CFS
-  tasks (4.1 never sets CPUPRI_IDLE): of the lowest level, the task's CPU, the CPU doing the
-  wakeup or push, then the first by number.
+  Push/pull: a woken RT task that cannot run on its CPU (task_woken_rt), and the RT tasks
+  queued behind the one a CPU just switched to (post_schedule_rt), are pushed to an allowed
+  CPU running something of lower priority (find_lowest_rq). A CPU whose RT task leaves it for
+  lower work, or drops its priority, pulls a queued higher-priority RT task from an
+  RT-overloaded CPU, but never one that beats what runs on its own CPU (pull_rt_task).
+  find_lowest_rq ranks CPUs by cpupri, their highest RT priority, and an idle CPU stands with
+  one running CFS tasks (4.1 never sets CPUPRI_IDLE): of the lowest level, the task's CPU,
+  the CPU doing the wakeup or push, then the first by number. On the RT kernels a task in a
+  migrate-disabled (BH-disabled) section does not move (Kernel.migratable).
 - CFS: vruntime advances by delta * 1024 / weight, relative to its runqueue's min_vruntime
   when a task moves (a wakeup, push or pull to another CPU); the smallest vruntime runs; a
   woken task preempts the current CFS task if it is ahead by more than the wakeup granularity;
