@@ -257,7 +257,8 @@ class Kernel:
         CPUPRI_NORMAL, as 4.1 never sets CPUPRI_IDLE."""
         if not self.migratable(t):
             return None
-        below = [(cpupri(c), c) for c in self.cpus if c.id in t.allowed and cpupri(c) < t.prio]
+        levels = [(cpupri(c), c) for c in self.cpus if c.id in t.allowed]
+        below = [(level, c) for level, c in levels if level < t.prio]
         if not below:
             return None
         low = min(level for level, _ in below)
@@ -326,14 +327,7 @@ class Kernel:
         dest = self.find_lowest_rq(t, src)
         if dest is None or dest is cpu:
             return False
-        cpu.rq.dequeue(t)
-        rt_dequeued(cpu, src)
-        _migrate_vruntime(t, cpu, dest)
-        t.cpu = dest
-        t.nr_migrations += 1
-        change = nr_running_change(dest, t)
-        dest.rq.enqueue(t)
-        add_nr_running(dest, change, src)
+        _move_queued_rt(t, cpu, dest, src)
         self.resched_curr(dest, src)
         return True
 
@@ -382,14 +376,7 @@ class Kernel:
             running = src.curr
             if running is None or p.prio > running.prio:
                 continue  # it is about to run on its own CPU
-            src.rq.dequeue(p)
-            rt_dequeued(src, cpu)  # the puller's dequeue: a kick to ``src`` is remote
-            _migrate_vruntime(p, src, cpu)
-            p.cpu = cpu
-            p.nr_migrations += 1
-            change = nr_running_change(cpu, p, in_schedule=in_schedule)
-            cpu.rq.enqueue(p)
-            add_nr_running(cpu, change, cpu, defer=in_schedule)
+            _move_queued_rt(p, src, cpu, cpu, in_schedule)
             best_here = p.prio
             pulled = True
         return pulled
@@ -585,6 +572,21 @@ def _rt_overloaded(cpu: Cpu) -> bool:
     if curr is not None and curr.prio > 0 and curr not in tasks:
         tasks = [curr, *tasks]
     return len(tasks) > 1 and any(len(t.allowed) > 1 for t in tasks)
+
+
+def _move_queued_rt(t: Task, src: Cpu, dest: Cpu, by: Cpu, in_schedule: bool = False) -> None:
+    """Move the queued RT task ``t`` from ``src`` to ``dest`` (a push or a pull:
+    deactivate_task, set_task_cpu, activate_task), done by ``by``: the nohz kicks of both
+    runqueues leave from there (``in_schedule``: from inside ``by``'s schedule(), whose switch
+    carries the kick)."""
+    src.rq.dequeue(t)
+    rt_dequeued(src, by)
+    _migrate_vruntime(t, src, dest)
+    t.cpu = dest
+    t.nr_migrations += 1
+    change = nr_running_change(dest, t, in_schedule=in_schedule)
+    dest.rq.enqueue(t)
+    add_nr_running(dest, change, by, defer=in_schedule)
 
 
 def _migrate_vruntime(t: Task, src: Cpu, dest: Cpu) -> None:
